@@ -1,0 +1,57 @@
+# Impetus build and test entry points. `make run` and `make test` are the two commands a
+# newcomer needs; both work on a fresh Debian machine with Go installed.
+
+GO        ?= go
+BIN       := bin/impetus
+DATA      ?= ./data
+CONFIG    ?= etc/impetus.conf
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X impetus/internal/modules/version.Version=$(VERSION)
+FUZZTIME  ?= 10s
+
+# Fuzz targets: package:function, each run for FUZZTIME by `make test` and longer by `make fuzz`.
+FUZZ_TARGETS := \
+	./internal/xmlstream:FuzzDecoder \
+	./internal/xmlstream:FuzzElementRoundTrip \
+	./internal/config:FuzzParse \
+	./internal/sasl:FuzzPlain \
+	./internal/sasl:FuzzDigestMD5 \
+	./internal/sasl:FuzzSCRAM
+
+.PHONY: build run test test-deps unit integration fuzz fuzz-brief bench vet clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/impetus
+
+run: build
+	mkdir -p $(DATA)
+	./$(BIN) serve --config $(CONFIG) --data $(DATA)
+
+test-deps:
+	./scripts/test-deps.sh
+	./scripts/postgres.sh > .postgres.env
+
+test: test-deps build vet
+	. ./.postgres.env; export IMPETUS_TEST_POSTGRES; \
+	$(GO) test -race -count=1 ./internal/... && \
+	IMPETUS_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./test/...
+	$(MAKE) fuzz-brief FUZZTIME=$(FUZZTIME)
+
+vet:
+	$(GO) vet ./...
+
+fuzz-brief:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+fuzz:
+	$(MAKE) fuzz-brief FUZZTIME=10m
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./internal/xmlstream ./internal/stanza ./internal/c2s
+
+clean:
+	rm -rf bin .postgres.env

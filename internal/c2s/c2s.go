@@ -1,0 +1,419 @@
+// Package c2s negotiates client-to-server streams (RFC 6120): stream headers, STARTTLS, SASL,
+// resource binding, and then hands every stanza of the bound session to the core.
+//
+// A session's state belongs to its read goroutine. Other goroutines only queue bytes for it
+// (Deliver) or ask it to close; its presence state is read through atomics.
+package c2s
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"impetus/internal/auth"
+	"impetus/internal/core"
+	"impetus/internal/stanza"
+	"impetus/internal/transport"
+	"impetus/internal/xmlstream"
+)
+
+// Config is what client streams of one listener share. It is read-only once streams use it.
+type Config struct {
+	Core *core.Core
+	// Hosted reports whether a domain is hosted here.
+	Hosted func(domain string) bool
+	// DefaultDomain is used when a client omits 'to' from its stream header.
+	DefaultDomain string
+	// TLS enables STARTTLS; nil disables it.
+	TLS *tls.Config
+	// Auth is the credential store; Realm the DIGEST-MD5 realm.
+	Auth  auth.Store
+	Realm string
+	// AllowPlainWithoutTLS offers PLAIN on unencrypted streams (off by default).
+	AllowPlainWithoutTLS bool
+	// LogAuthentication logs every authentication attempt and its outcome.
+	LogAuthentication bool
+	Limits            xmlstream.Limits
+	// IdleTime closes streams that send nothing for this long; 0 means never.
+	IdleTime time.Duration
+	// HandshakeTimeout bounds the time from connect to a bound resource.
+	HandshakeTimeout time.Duration
+	// MaxQueue bounds bytes waiting to be written to one client.
+	MaxQueue int
+	// MaxAuthFailures closes the stream after this many failed SASL attempts.
+	MaxAuthFailures int
+	Log             *slog.Logger
+}
+
+// Session is one client stream.
+type Session struct {
+	cfg    *Config
+	nc     net.Conn // the current connection: the TLS one after STARTTLS
+	dec    *xmlstream.Decoder
+	w      *transport.Writer // set at bind; before that, writes are synchronous
+	log    *slog.Logger
+	remote string
+
+	id         string
+	domain     string
+	lang       string
+	tlsState   *tls.ConnectionState
+	serverCert *tls.Certificate
+	username   string
+	jid        jid.JID
+	headerSent bool
+	authFails  int
+
+	available atomic.Bool
+	priority  atomic.Int32
+	closeOnce sync.Once
+	scratch   []byte
+}
+
+// newStreamID returns an unpredictable stream id (RFC 6120 §4.7.3).
+func newStreamID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Serve runs a client stream whose header dec has already read. It returns when the stream ends.
+func Serve(ctx context.Context, nc net.Conn, dec *xmlstream.Decoder, hdr *xmlstream.Header, cfg *Config) {
+	s := &Session{cfg: cfg, nc: nc, dec: dec, remote: nc.RemoteAddr().String()}
+	s.log = cfg.Log.With("remote", s.remote)
+	defer s.shutdown(ctx)
+	if cfg.HandshakeTimeout > 0 {
+		deadline := time.Now().Add(cfg.HandshakeTimeout)
+		_ = nc.SetReadDeadline(deadline)
+	}
+	if err := s.negotiate(ctx, hdr); err != nil {
+		s.fail(err)
+		return
+	}
+	s.readLoop(ctx)
+}
+
+// JID implements router.Session.
+func (s *Session) JID() jid.JID { return s.jid }
+
+// Available implements router.Session.
+func (s *Session) Available() bool { return s.available.Load() }
+
+// Priority implements router.Session.
+func (s *Session) Priority() int { return int(s.priority.Load()) }
+
+// Deliver implements router.Session: it queues el for the client.
+func (s *Session) Deliver(el *stanza.Element) {
+	if s.w == nil {
+		return
+	}
+	_ = s.w.Append(func(dst []byte) []byte { return el.AppendXML(dst, stanza.NSClient) })
+}
+
+// Send implements module.Session.
+func (s *Session) Send(el *stanza.Element) { s.Deliver(el) }
+
+// Replaced implements router.Session.
+func (s *Session) Replaced() {
+	go s.closeWith(stanza.NewStreamError("conflict", "replaced by a new session with the same resource"))
+}
+
+// TLSState returns the connection's TLS state, or nil.
+func (s *Session) TLSState() *tls.ConnectionState { return s.tlsState }
+
+// Close ends the stream with a stream error (e.g. system-shutdown); safe from any goroutine.
+func (s *Session) Close(serr *stanza.StreamError) { s.closeWith(serr) }
+
+// streamHeader appends our stream header.
+func (s *Session) streamHeader(dst []byte) []byte {
+	dst = append(dst, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='"...)
+	dst = append(dst, s.id...)
+	dst = append(dst, "' from='"...)
+	dst = append(dst, s.domain...)
+	dst = append(dst, "' version='1.0' xml:lang='"...)
+	dst = append(dst, s.lang...)
+	return append(dst, "'>"...)
+}
+
+// writeSync writes negotiation output directly; only the read goroutine writes before bind.
+func (s *Session) writeSync(els ...*stanza.Element) error {
+	buf := s.scratch[:0]
+	for _, el := range els {
+		buf = el.AppendXML(buf, stanza.NSClient)
+	}
+	s.scratch = buf[:0]
+	_ = s.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, err := s.nc.Write(buf)
+	return err
+}
+
+// openStream validates a stream header and answers it (RFC 6120 §4.7, §4.8).
+func (s *Session) openStream(hdr *xmlstream.Header) error {
+	if s.id == "" || s.headerSent {
+		// A restarted stream gets a new id (RFC 6120 §4.3.2 and §6.4.6).
+		s.id = newStreamID()
+	}
+	s.headerSent = false
+	if s.lang == "" {
+		s.lang = "en"
+		if hdr.Lang != "" && len(hdr.Lang) < 36 && isLangTag(hdr.Lang) {
+			s.lang = hdr.Lang
+		}
+	}
+	if s.domain == "" {
+		s.domain = s.cfg.DefaultDomain
+		if hdr.To != "" {
+			if d, err := jid.Parse(hdr.To); err == nil && d.Localpart() == "" && d.Resourcepart() == "" {
+				s.domain = d.Domainpart()
+			} else {
+				return stanza.NewStreamError("improper-addressing", "the stream 'to' is not a domain")
+			}
+		}
+	} else if hdr.To != "" && hdr.To != s.domain {
+		return stanza.NewStreamError("host-unknown", "the restarted stream names another domain")
+	}
+	if hdr.Space != stanza.NSStream || hdr.Local != "stream" {
+		if hdr.Local == "stream" {
+			return stanza.NewStreamError("invalid-namespace", "the stream element is not in the streams namespace")
+		}
+		return stanza.NewStreamError("bad-format", "expected a stream header")
+	}
+	if hdr.DefaultNS != stanza.NSClient {
+		return stanza.NewStreamError("invalid-namespace", "the content namespace of a client stream is jabber:client")
+	}
+	if !versionAtLeast1(hdr.Version) {
+		return stanza.NewStreamError("unsupported-version", "XMPP 1.0 or later is required")
+	}
+	if !s.cfg.Hosted(s.domain) {
+		d := s.domain
+		s.domain = s.cfg.DefaultDomain
+		return stanza.NewStreamError("host-unknown", "this server does not host "+d)
+	}
+	buf := s.streamHeader(s.scratch[:0])
+	_ = s.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, err := s.nc.Write(buf)
+	s.scratch = buf[:0]
+	s.headerSent = true
+	return err
+}
+
+// versionAtLeast1 reports whether a stream version is 1.0 or later (RFC 6120 §4.7.5). A missing
+// version means 0.9, which this server does not speak.
+func versionAtLeast1(v string) bool {
+	major, _, ok := cutDot(v)
+	if !ok {
+		return false
+	}
+	n, err := strconv.Atoi(major)
+	return err == nil && n >= 1
+}
+
+func cutDot(v string) (string, string, bool) {
+	for i := 0; i < len(v); i++ {
+		if v[i] == '.' {
+			return v[:i], v[i+1:], i > 0 && i < len(v)-1
+		}
+	}
+	return "", "", false
+}
+
+func isLangTag(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// fail reports a negotiation or stream failure to the client as the right stream error.
+func (s *Session) fail(err error) {
+	var serr *stanza.StreamError
+	var xerr *xmlstream.Error
+	var nerr net.Error
+	switch {
+	case errors.As(err, &serr):
+	case errors.As(err, &xerr):
+		serr = stanza.NewStreamError(xerr.Condition, xerr.Text)
+		if xerr.TooBig {
+			serr.App = stanza.NewElement(stanza.NSXMPPErrors, "stanza-too-big")
+		}
+	case errors.Is(err, xmlstream.ErrStreamClosed):
+		s.closeClean()
+		return
+	case errors.As(err, &nerr) && nerr.Timeout():
+		serr = stanza.NewStreamError("connection-timeout", "")
+	default:
+		// The connection itself failed: nobody is left to tell.
+		s.log.Debug("connection ended", "err", err)
+		s.nc.Close()
+		return
+	}
+	s.closeWith(serr)
+}
+
+// closeWith sends a stream error and closes the stream (RFC 6120 §4.9.1.1). Safe from any goroutine.
+func (s *Session) closeWith(serr *stanza.StreamError) {
+	s.closeOnce.Do(func() {
+		s.log.Info("closing stream with error", "condition", serr.Condition, "text", serr.Text, "jid", s.jid.String())
+		var buf []byte
+		if !s.headerSent && s.w == nil {
+			if s.id == "" {
+				s.id = newStreamID()
+			}
+			if s.domain == "" {
+				s.domain = s.cfg.DefaultDomain
+			}
+			if s.lang == "" {
+				s.lang = "en"
+			}
+			buf = s.streamHeader(buf)
+		}
+		buf = serr.Element().AppendXML(buf, stanza.NSClient)
+		buf = append(buf, "</stream:stream>"...)
+		s.finalWrite(buf)
+	})
+}
+
+// closeClean answers the client's </stream:stream> with ours.
+func (s *Session) closeClean() {
+	s.closeOnce.Do(func() { s.finalWrite([]byte("</stream:stream>")) })
+}
+
+func (s *Session) finalWrite(buf []byte) {
+	if s.w != nil {
+		_, _ = s.w.Write(buf)
+		s.w.Close(2 * time.Second)
+	} else {
+		_ = s.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		_, _ = s.nc.Write(buf)
+	}
+	s.nc.Close()
+}
+
+// shutdown runs once the read goroutine is done: unbind, tell modules, close.
+func (s *Session) shutdown(ctx context.Context) {
+	if r := recover(); r != nil {
+		s.log.Error("client stream panicked", "panic", r)
+		s.closeWith(stanza.NewStreamError("internal-server-error", ""))
+	}
+	if s.w != nil {
+		s.cfg.Core.Router.Unbind(s)
+		if h := s.cfg.Core.Host(s.domain); h != nil {
+			s.available.Store(false)
+			h.SessionClosed(ctx, s)
+		}
+		s.log.Info("session ended", "jid", s.jid.String())
+	}
+	s.closeClean()
+}
+
+// queueFull is called by the writer when the client does not read what it is sent.
+func (s *Session) writerFailed(err error) {
+	if errors.Is(err, transport.ErrQueueFull) {
+		s.log.Warn("client does not keep up; closing", "jid", s.jid.String())
+		s.closeOnce.Do(func() {
+			serr := stanza.NewStreamError("policy-violation", "too much data waiting for this client")
+			b := serr.Element().AppendXML(nil, stanza.NSClient)
+			_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = s.nc.Write(append(b, "</stream:stream>"...))
+			s.nc.Close()
+		})
+		return
+	}
+	s.nc.Close()
+}
+
+// readLoop processes stanzas of the bound session until the stream ends.
+func (s *Session) readLoop(ctx context.Context) {
+	_ = s.nc.SetReadDeadline(time.Time{})
+	for {
+		if s.cfg.IdleTime > 0 {
+			_ = s.nc.SetReadDeadline(time.Now().Add(s.cfg.IdleTime))
+		}
+		el, err := s.dec.ReadElement()
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		if !stanza.IsStanza(el, stanza.NSClient) {
+			s.fail(stanza.NewStreamError("unsupported-stanza-type", "only message, presence and iq are accepted here"))
+			return
+		}
+		if err := s.stampFrom(el); err != nil {
+			s.fail(err)
+			return
+		}
+		if el.Local == "iq" && s.sessionIQ(el) {
+			continue
+		}
+		if el.Local == "presence" && el.Attr("to") == "" {
+			if serr := s.trackPresence(el); serr != nil {
+				s.Deliver(stanza.ErrorReply(el, serr))
+				continue
+			}
+		}
+		s.cfg.Core.FromClient(ctx, s, el)
+	}
+}
+
+// stampFrom enforces RFC 6120 §8.1.2.1: the server sets 'from' to the session's full JID;
+// a client-supplied 'from' must be that full JID or its bare JID.
+func (s *Session) stampFrom(el *stanza.Element) error {
+	if f := el.Attr("from"); f != "" {
+		j, err := jid.Parse(f)
+		if err != nil || !(j.Equal(s.jid) || j.Equal(s.jid.Bare())) {
+			return stanza.NewStreamError("invalid-from", "'from' does not match the authenticated identity")
+		}
+	}
+	el.SetAttr("from", s.jid.String())
+	return nil
+}
+
+// sessionIQ answers the legacy session establishment request (RFC 3921 §3, kept for old clients).
+func (s *Session) sessionIQ(el *stanza.Element) bool {
+	if el.Attr("type") != stanza.Set {
+		return false
+	}
+	if to := el.Attr("to"); to != "" && to != s.domain {
+		return false
+	}
+	if el.Child(stanza.NSSession, "session") == nil || el.ElementCount() != 1 {
+		return false
+	}
+	r := stanza.ResultReply(el, nil)
+	r.SetAttr("from", s.domain)
+	s.Deliver(r)
+	return true
+}
+
+// trackPresence records availability and priority from broadcast presence (RFC 6121 §4.7.2.3).
+func (s *Session) trackPresence(el *stanza.Element) *stanza.Error {
+	switch el.Attr("type") {
+	case "":
+		prio := 0
+		if p := el.Child(stanza.NSClient, "priority"); p != nil {
+			n, err := strconv.Atoi(p.Text())
+			if err != nil || n < -128 || n > 127 {
+				return stanza.NewError("bad-request", "priority must be an integer from -128 to 127")
+			}
+			prio = n
+		}
+		s.priority.Store(int32(prio))
+		s.available.Store(true)
+	case "unavailable":
+		s.available.Store(false)
+	}
+	return nil
+}

@@ -1,0 +1,419 @@
+package c2s
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"impetus/internal/sasl"
+	"impetus/internal/stanza"
+	"impetus/internal/transport"
+	"impetus/internal/xmlstream"
+)
+
+// negotiate takes the stream from its first header to a bound resource (RFC 6120 §5, §6, §7).
+func (s *Session) negotiate(ctx context.Context, hdr *xmlstream.Header) error {
+	if err := s.openStream(hdr); err != nil {
+		return err
+	}
+	for {
+		mechs := s.mechanisms()
+		if err := s.writeSync(s.preAuthFeatures(mechs)); err != nil {
+			return err
+		}
+		el, err := s.dec.ReadElement()
+		if err != nil {
+			return err
+		}
+		switch {
+		case el.Space == stanza.NSTLS && el.Local == "starttls" && s.canStartTLS():
+			if err := s.startTLS(); err != nil {
+				return err
+			}
+		case el.Space == stanza.NSSASL && el.Local == "auth":
+			ok, err := s.authenticate(ctx, el, mechs)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				// A failed attempt leaves the stream in place for another try (RFC 6120 §6.4.5),
+				// so the features are not sent again: read the next attempt directly.
+				if err := s.retryAuth(ctx, mechs); err != nil {
+					return err
+				}
+			}
+			if s.username != "" {
+				return s.bindPhase(ctx)
+			}
+		case stanza.IsStanza(el, stanza.NSClient):
+			return stanza.NewStreamError("not-authorized", "authenticate before sending stanzas")
+		default:
+			return stanza.NewStreamError("unsupported-feature", fmt.Sprintf("unexpected <%s/> during negotiation", el.Local))
+		}
+		hdr, err := s.dec.ReadHeader()
+		if err != nil {
+			return err
+		}
+		if err := s.openStream(hdr); err != nil {
+			return err
+		}
+	}
+}
+
+// retryAuth reads further <auth/> attempts after a failure until one succeeds.
+func (s *Session) retryAuth(ctx context.Context, mechs []string) error {
+	for s.username == "" {
+		el, err := s.dec.ReadElement()
+		if err != nil {
+			return err
+		}
+		if el.Space != stanza.NSSASL || el.Local != "auth" {
+			if el.Space == stanza.NSTLS && el.Local == "starttls" {
+				return stanza.NewStreamError("policy-violation", "STARTTLS after a failed authentication")
+			}
+			return stanza.NewStreamError("not-authorized", "authenticate before sending stanzas")
+		}
+		if _, err := s.authenticate(ctx, el, mechs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Session) canStartTLS() bool { return s.cfg.TLS != nil && s.tlsState == nil }
+
+func (s *Session) mechanisms() []string {
+	if s.cfg.Auth == nil {
+		return nil
+	}
+	return sasl.Mechanisms(s.cfg.Auth.Capabilities(), s.tlsState != nil, s.cfg.AllowPlainWithoutTLS)
+}
+
+// preAuthFeatures lists STARTTLS, the SASL mechanisms, the XEP-0440 channel-binding types and the
+// XEP-0478 limits.
+func (s *Session) preAuthFeatures(mechs []string) *stanza.Element {
+	f := stanza.NewElement(stanza.NSStream, "features")
+	if s.canStartTLS() {
+		f.AddChild(stanza.NewElement(stanza.NSTLS, "starttls"))
+	}
+	if len(mechs) > 0 {
+		m := stanza.NewElement(stanza.NSSASL, "mechanisms")
+		for _, name := range mechs {
+			m.AddChild(stanza.NewElement(stanza.NSSASL, "mechanism").AddText(name))
+		}
+		f.AddChild(m)
+		if s.tlsState != nil {
+			if types := sasl.ChannelBindingTypes(s.tlsState); len(types) > 0 {
+				cb := stanza.NewElement(stanza.NSSASLCB, "sasl-channel-binding")
+				for _, t := range types {
+					cb.AddChild(stanza.NewElement(stanza.NSSASLCB, "channel-binding", stanza.Attr{Name: "type", Value: t}))
+				}
+				f.AddChild(cb)
+			}
+		}
+	}
+	return f.AddChild(s.limitsFeature())
+}
+
+// limitsFeature is the XEP-0478 advertisement of this stream's limits.
+func (s *Session) limitsFeature() *stanza.Element {
+	l := stanza.NewElement(stanza.NSStreamLimits, "limits")
+	l.AddChild(stanza.NewElement(stanza.NSStreamLimits, "max-bytes").AddText(strconv.Itoa(s.cfg.Limits.MaxStanzaSize)))
+	if s.cfg.IdleTime > 0 {
+		l.AddChild(stanza.NewElement(stanza.NSStreamLimits, "idle-seconds").AddText(strconv.Itoa(int(s.cfg.IdleTime / time.Second))))
+	}
+	return l
+}
+
+// startTLS upgrades the connection (RFC 6120 §5.4.3).
+func (s *Session) startTLS() error {
+	if s.dec.Buffered() > 0 {
+		// Data sent after <starttls/> before <proceed/> could be a plaintext injection.
+		return stanza.NewStreamError("policy-violation", "data pipelined before the TLS handshake")
+	}
+	if err := s.writeSync(stanza.NewElement(stanza.NSTLS, "proceed")); err != nil {
+		return err
+	}
+	conf := s.cfg.TLS.Clone()
+	base := s.cfg.TLS
+	conf.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		var c *tls.Certificate
+		var err error
+		if base.GetCertificate != nil {
+			c, err = base.GetCertificate(hello)
+		} else if len(base.Certificates) > 0 {
+			c = &base.Certificates[0]
+		}
+		s.serverCert = c
+		return c, err
+	}
+	conf.Certificates = nil
+	tc := tls.Server(s.nc, conf)
+	if err := tc.HandshakeContext(context.Background()); err != nil {
+		s.log.Info("TLS handshake failed", "err", err)
+		tc.Close()
+		return err
+	}
+	st := tc.ConnectionState()
+	s.tlsState = &st
+	s.nc = tc
+	s.dec.Reset(tc)
+	return nil
+}
+
+// channelBinding returns the channel-binding data of this stream's TLS connection.
+func (s *Session) channelBinding(cbType string) ([]byte, error) {
+	if s.tlsState == nil {
+		return nil, errors.New("c2s: no TLS")
+	}
+	switch cbType {
+	case "tls-exporter":
+		return s.tlsState.ExportKeyingMaterial("EXPORTER-Channel-Binding", nil, 32)
+	case "tls-server-end-point":
+		if s.serverCert == nil || len(s.serverCert.Certificate) == 0 {
+			return nil, errors.New("c2s: no server certificate")
+		}
+		return endPointHash(s.serverCert.Certificate[0])
+	}
+	return nil, fmt.Errorf("c2s: unsupported channel binding %q", cbType)
+}
+
+// endPointHash is RFC 5929 §4.1: the certificate hashed with its signature hash, SHA-256 for MD5 and SHA-1.
+func endPointHash(der []byte) ([]byte, error) {
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	h := crypto.SHA256
+	switch cert.SignatureAlgorithm {
+	case x509.SHA384WithRSA, x509.ECDSAWithSHA384, x509.SHA384WithRSAPSS:
+		h = crypto.SHA384
+	case x509.SHA512WithRSA, x509.ECDSAWithSHA512, x509.SHA512WithRSAPSS:
+		h = crypto.SHA512
+	}
+	if h == crypto.SHA256 {
+		sum := sha256.Sum256(der)
+		return sum[:], nil
+	}
+	hh := h.New()
+	hh.Write(der)
+	return hh.Sum(nil), nil
+}
+
+// authenticate runs one SASL exchange (RFC 6120 §6.4). It reports success; an error ends the stream.
+func (s *Session) authenticate(ctx context.Context, auth *stanza.Element, mechs []string) (bool, error) {
+	mech := auth.Attr("mechanism")
+	if !slices.Contains(mechs, mech) {
+		return false, s.saslFailure(&sasl.Failure{Condition: "invalid-mechanism"}, mech, "")
+	}
+	plusAdvertised := false
+	for _, m := range mechs {
+		if len(m) > 5 && m[len(m)-5:] == "-PLUS" {
+			plusAdvertised = true
+		}
+	}
+	cfg := sasl.Config{
+		Domain:         s.domain,
+		Realm:          s.cfg.Realm,
+		Store:          s.cfg.Auth,
+		TLS:            s.tlsState,
+		PlusAdvertised: plusAdvertised,
+	}
+	if s.tlsState != nil {
+		cfg.ChannelBinding = s.channelBinding
+	}
+	neg, err := sasl.NewServer(mech, cfg)
+	if err != nil {
+		return false, s.saslFailure(&sasl.Failure{Condition: "invalid-mechanism"}, mech, "")
+	}
+	resp, ferr := decodeSASL(auth.Text())
+	if ferr != nil {
+		return false, s.saslFailure(ferr, mech, "")
+	}
+	for {
+		challenge, done, err := neg.Step(ctx, resp)
+		if err != nil {
+			var f *sasl.Failure
+			if !errors.As(err, &f) {
+				s.log.Error("authentication backend failed", "mechanism", mech, "err", err)
+				f = &sasl.Failure{Condition: "temporary-auth-failure"}
+			}
+			return false, s.saslFailure(f, mech, neg.Username())
+		}
+		if done {
+			return s.saslSuccess(neg, mech, challenge)
+		}
+		ch := stanza.NewElement(stanza.NSSASL, "challenge")
+		if len(challenge) > 0 {
+			ch.AddText(base64.StdEncoding.EncodeToString(challenge))
+		}
+		if err := s.writeSync(ch); err != nil {
+			return false, err
+		}
+		el, err := s.dec.ReadElement()
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case el.Space == stanza.NSSASL && el.Local == "response":
+			if resp, ferr = decodeSASL(el.Text()); ferr != nil {
+				return false, s.saslFailure(ferr, mech, neg.Username())
+			}
+			if resp == nil {
+				resp = []byte{}
+			}
+		case el.Space == stanza.NSSASL && el.Local == "abort":
+			return false, s.saslFailure(&sasl.Failure{Condition: "aborted"}, mech, neg.Username())
+		default:
+			return false, stanza.NewStreamError("not-authorized", "unexpected element during authentication")
+		}
+	}
+}
+
+// decodeSASL decodes SASL payload text: empty means no data, "=" means empty data (RFC 6120 §6.4.2).
+func decodeSASL(text string) ([]byte, *sasl.Failure) {
+	switch text {
+	case "":
+		return nil, nil
+	case "=":
+		return []byte{}, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(text)
+	if err != nil {
+		return nil, &sasl.Failure{Condition: "incorrect-encoding"}
+	}
+	return b, nil
+}
+
+func (s *Session) saslSuccess(neg sasl.Negotiator, mech string, additional []byte) (bool, error) {
+	user := neg.Username()
+	bare, err := jid.New(user, s.domain, "")
+	if err != nil {
+		return false, s.saslFailure(&sasl.Failure{Condition: "not-authorized"}, mech, user)
+	}
+	if az := neg.Authzid(); az != "" {
+		if j, err := jid.Parse(az); err != nil || !j.Equal(bare) {
+			return false, s.saslFailure(&sasl.Failure{Condition: "invalid-authzid"}, mech, user)
+		}
+	}
+	succ := stanza.NewElement(stanza.NSSASL, "success")
+	if len(additional) > 0 {
+		succ.AddText(base64.StdEncoding.EncodeToString(additional))
+	}
+	if err := s.writeSync(succ); err != nil {
+		return false, err
+	}
+	s.username = user
+	s.jid = bare
+	s.log = s.log.With("user", bare.String())
+	if s.cfg.LogAuthentication {
+		s.log.Info("authentication succeeded", "mechanism", mech)
+	} else {
+		s.log.Debug("authentication succeeded", "mechanism", mech)
+	}
+	s.dec.Restart()
+	return true, nil
+}
+
+// saslFailure reports a failed attempt; too many end the stream.
+func (s *Session) saslFailure(f *sasl.Failure, mech, user string) error {
+	s.authFails++
+	if s.cfg.LogAuthentication {
+		s.log.Info("authentication failed", "mechanism", mech, "username", user, "condition", f.Condition)
+	} else {
+		s.log.Debug("authentication failed", "mechanism", mech, "username", user, "condition", f.Condition)
+	}
+	el := stanza.NewElement(stanza.NSSASL, "failure").AddChild(stanza.NewElement(stanza.NSSASL, f.Condition))
+	if f.Text != "" {
+		el.AddChild(stanza.NewElement(stanza.NSSASL, "text", stanza.Attr{Name: "xml:lang", Value: "en"}).AddText(f.Text))
+	}
+	if err := s.writeSync(el); err != nil {
+		return err
+	}
+	if s.cfg.MaxAuthFailures > 0 && s.authFails >= s.cfg.MaxAuthFailures {
+		return stanza.NewStreamError("policy-violation", "too many failed authentication attempts")
+	}
+	return nil
+}
+
+// bindPhase reads the restarted stream's header, offers bind, and binds a resource (RFC 6120 §7).
+func (s *Session) bindPhase(ctx context.Context) error {
+	hdr, err := s.dec.ReadHeader()
+	if err != nil {
+		return err
+	}
+	if err := s.openStream(hdr); err != nil {
+		return err
+	}
+	f := stanza.NewElement(stanza.NSStream, "features")
+	f.AddChild(stanza.NewElement(stanza.NSBind, "bind"))
+	f.AddChild(stanza.NewElement(stanza.NSSession, "session").AddChild(stanza.NewElement(stanza.NSSession, "optional")))
+	f.AddChild(s.limitsFeature())
+	if err := s.writeSync(f); err != nil {
+		return err
+	}
+	for {
+		el, err := s.dec.ReadElement()
+		if err != nil {
+			return err
+		}
+		if !stanza.IsStanza(el, stanza.NSClient) {
+			return stanza.NewStreamError("unsupported-stanza-type", "")
+		}
+		bind := el.Child(stanza.NSBind, "bind")
+		if el.Local != "iq" || el.Attr("type") != stanza.Set || bind == nil {
+			return stanza.NewStreamError("not-authorized", "bind a resource before sending stanzas")
+		}
+		if el.Attr("id") == "" {
+			return stanza.NewStreamError("bad-format", "iq without id")
+		}
+		res := ""
+		if r := bind.Child(stanza.NSBind, "resource"); r != nil {
+			res = r.Text()
+		}
+		if res == "" {
+			res = generatedResource()
+		}
+		full, err := jid.New(s.username, s.domain, res)
+		if err != nil {
+			// RFC 6120 §7.7.2.1: a resource that fails the resourcepart rules.
+			if werr := s.writeSync(stanza.ErrorReply(el, stanza.NewError("bad-request", "invalid resource"))); werr != nil {
+				return werr
+			}
+			continue
+		}
+		s.jid = full
+		s.w = transport.NewWriter(s.nc, s.cfg.MaxQueue, 0, s.writerFailed)
+		reply := stanza.ResultReply(el, stanza.NewElement(stanza.NSBind, "bind").AddChild(
+			stanza.NewElement(stanza.NSBind, "jid").AddText(full.String())))
+		reply.RemoveAttr("from")
+		reply.RemoveAttr("to")
+		s.Deliver(reply)
+		s.cfg.Core.Router.Bind(s)
+		s.log = s.log.With("jid", full.String())
+		s.log.Info("session bound")
+		if h := s.cfg.Core.Host(s.domain); h != nil {
+			h.SessionBound(ctx, s)
+		}
+		return nil
+	}
+}
+
+// generatedResource is a server-chosen resource (RFC 6120 §7.6.2.1): unique and unguessable.
+func generatedResource() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "impetus-" + hex.EncodeToString(b[:])
+}

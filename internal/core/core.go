@@ -1,0 +1,266 @@
+// Package core processes stanzas once a stream has authenticated them: it validates and
+// classifies each stanza by its addressee, runs the hosted domain's module hooks and iq
+// handlers, and hands the rest to the router (local accounts) or to the remote path (other
+// servers). Errors become error replies here, in one place.
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"mellium.im/xmpp/jid"
+
+	"impetus/internal/module"
+	"impetus/internal/router"
+	"impetus/internal/stanza"
+)
+
+// RemoteFunc sends a stanza to a domain this server does not host.
+type RemoteFunc func(ctx context.Context, el *stanza.Element, to jid.JID) error
+
+// Core is the stanza processor shared by every stream.
+type Core struct {
+	Router router.Router
+	Log    *slog.Logger
+	// Remote handles stanzas for other domains; nil means federation is off.
+	Remote RemoteFunc
+
+	hosts map[string]*module.Host
+}
+
+// New returns a core with no hosts.
+func New(r router.Router, log *slog.Logger) *Core {
+	return &Core{Router: r, Log: log, hosts: make(map[string]*module.Host)}
+}
+
+// AddHost adds a hosted domain.
+func (c *Core) AddHost(h *module.Host) { c.hosts[h.Domain] = h }
+
+// Host returns the hosted domain's host, or nil.
+func (c *Core) Host(domain string) *module.Host { return c.hosts[domain] }
+
+// Hosts returns every host.
+func (c *Core) Hosts() []*module.Host {
+	out := make([]*module.Host, 0, len(c.hosts))
+	for _, h := range c.hosts {
+		out = append(out, h)
+	}
+	return out
+}
+
+// FromClient processes a stanza sent by a bound local session. The stream layer has already
+// stamped 'from' with the session's full JID.
+func (c *Core) FromClient(ctx context.Context, s module.Session, el *stanza.Element) {
+	from := s.JID()
+	var to jid.JID
+	if t := el.Attr("to"); t != "" {
+		var err error
+		if to, err = jid.Parse(t); err != nil {
+			c.bounce(ctx, el, stanza.NewError("jid-malformed", "invalid 'to' address"))
+			return
+		}
+	}
+	switch el.Local {
+	case "iq":
+		if to.Domainpart() == "" {
+			// No 'to' from a client means the client's own account (RFC 6120 §10.3.3).
+			to = from.Bare()
+		}
+		c.processIQ(ctx, s, el, from, to)
+	case "message":
+		if to.Domainpart() == "" {
+			to = from.Bare()
+		}
+		st := &module.Stanza{El: el, From: from, To: to, Session: s}
+		if h := c.hosts[from.Domainpart()]; h != nil {
+			if v, err := h.RunHooks(ctx, module.MessageIn, st); v == module.Handled {
+				c.hookError(ctx, el, err)
+				return
+			}
+		}
+		c.deliver(ctx, st)
+	case "presence":
+		st := &module.Stanza{El: el, From: from, To: to, Session: s}
+		if h := c.hosts[from.Domainpart()]; h != nil {
+			if v, err := h.RunHooks(ctx, module.PresenceIn, st); v == module.Handled {
+				c.hookError(ctx, el, err)
+				return
+			}
+		}
+		if to.Domainpart() == "" {
+			// Broadcast presence belongs to the presence module; without it there is no one to tell.
+			return
+		}
+		c.deliver(ctx, st)
+	}
+}
+
+// Route sends a stanza that already has 'from' and 'to', from a module or another server.
+func (c *Core) Route(ctx context.Context, el *stanza.Element) error {
+	to, err := jid.Parse(el.Attr("to"))
+	if err != nil {
+		return stanza.NewError("jid-malformed", "invalid 'to' address")
+	}
+	from, _ := jid.Parse(el.Attr("from"))
+	if el.Local == "iq" && to.Resourcepart() == "" && c.hosts[to.Domainpart()] != nil {
+		c.processIQ(ctx, nil, el, from, to)
+		return nil
+	}
+	c.deliver(ctx, &module.Stanza{El: el, From: from, To: to})
+	return nil
+}
+
+// deliver runs the recipient host's delivery hooks and routes the stanza.
+func (c *Core) deliver(ctx context.Context, st *module.Stanza) {
+	el, to := st.El, st.To
+	h := c.hosts[to.Domainpart()]
+	if h == nil {
+		c.remote(ctx, el, to)
+		return
+	}
+	if to.Localpart() == "" {
+		// Messages and presence to the domain itself: no module claimed them. Messages of type
+		// chat or normal get an error so senders learn nobody reads them; the rest is dropped.
+		if el.Local == "message" && (el.Attr("type") == "" || el.Attr("type") == "normal" || el.Attr("type") == "chat") {
+			c.bounce(ctx, el, stanza.ErrServiceUnavailable)
+		}
+		return
+	}
+	if el.Local != "iq" {
+		point := module.MessageDeliver
+		if el.Local == "presence" {
+			point = module.PresenceDeliver
+		}
+		if v, err := h.RunHooks(ctx, point, st); v == module.Handled {
+			c.hookError(ctx, el, err)
+			return
+		}
+	}
+	if err := c.Router.Route(ctx, el, to); err != nil {
+		c.routeError(ctx, el, err)
+	}
+}
+
+func (c *Core) remote(ctx context.Context, el *stanza.Element, to jid.JID) {
+	if c.Remote == nil {
+		c.bounce(ctx, el, stanza.ErrRemoteServerNotFound)
+		return
+	}
+	if err := c.Remote(ctx, el, to); err != nil {
+		c.routeError(ctx, el, err)
+	}
+}
+
+// processIQ dispatches an iq: requests to the domain or to an account go to the host's handlers,
+// everything else is routed.
+func (c *Core) processIQ(ctx context.Context, s module.Session, el *stanza.Element, from, to jid.JID) {
+	typ := el.Attr("type")
+	if serr := stanza.ValidIQ(el); serr != nil {
+		if typ == stanza.Get || typ == stanza.Set || typ == "" {
+			c.bounce(ctx, el, serr)
+		}
+		return
+	}
+	h := c.hosts[to.Domainpart()]
+	if h == nil {
+		c.remote(ctx, el, to)
+		return
+	}
+	if to.Resourcepart() != "" {
+		if to.Localpart() == "" {
+			// A domain with a resource names no entity on this server.
+			if typ == stanza.Get || typ == stanza.Set {
+				c.bounce(ctx, el, stanza.ErrServiceUnavailable)
+			}
+			return
+		}
+		if err := c.Router.Route(ctx, el, to); err != nil {
+			c.routeError(ctx, el, err)
+		}
+		return
+	}
+	if typ != stanza.Get && typ != stanza.Set {
+		// Responses to the server or to an account: nothing here waits for them yet.
+		return
+	}
+	target := module.ToAccount
+	if to.Localpart() == "" {
+		target = module.ToServer
+	}
+	payload := el.FirstElement()
+	fn := h.IQHandler(target, typ, payload.Space, payload.Local)
+	if fn == nil {
+		c.bounce(ctx, el, stanza.ErrServiceUnavailable)
+		return
+	}
+	iq := &module.IQ{El: el, Payload: payload, From: from, To: to, Session: s}
+	res, err := c.callIQ(ctx, fn, iq)
+	if err != nil {
+		c.routeError(ctx, el, err)
+		return
+	}
+	reply := stanza.ResultReply(el, res)
+	if el.Attr("to") == "" {
+		// The client addressed its own account implicitly; answer from the bare JID.
+		reply.SetAttr("from", to.String())
+	}
+	c.reply(ctx, s, reply)
+}
+
+// callIQ runs a handler, turning a panic into internal-server-error so one bad request
+// never takes the server down.
+func (c *Core) callIQ(ctx context.Context, fn module.IQHandler, iq *module.IQ) (res *stanza.Element, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.Log.Error("iq handler panicked", "payload", iq.Payload.Space+" "+iq.Payload.Local, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			res, err = nil, stanza.ErrInternalServerError
+		}
+	}()
+	return fn(ctx, iq)
+}
+
+// reply sends a response to the requester: straight to its session when it is local.
+func (c *Core) reply(ctx context.Context, s module.Session, reply *stanza.Element) {
+	if s != nil {
+		s.Send(reply)
+		return
+	}
+	if err := c.Route(ctx, reply); err != nil {
+		c.Log.Debug("reply not routable", "err", err)
+	}
+}
+
+// hookError answers a stanza whose hook failed.
+func (c *Core) hookError(ctx context.Context, el *stanza.Element, err error) {
+	if err != nil {
+		c.routeError(ctx, el, err)
+	}
+}
+
+// routeError maps any error from routing or a handler to the error reply (the one place that does).
+func (c *Core) routeError(ctx context.Context, el *stanza.Element, err error) {
+	var serr *stanza.Error
+	if !errors.As(err, &serr) {
+		c.Log.Error("stanza processing failed", "kind", el.Local, "err", err)
+		serr = stanza.ErrInternalServerError
+	}
+	c.bounce(ctx, el, serr)
+}
+
+// bounce sends an error reply for el to its sender, unless el is itself an error (RFC 6120 §8.3.1)
+// or a presence other than a subscription request's (presence errors are not worth a loop).
+func (c *Core) bounce(ctx context.Context, el *stanza.Element, serr *stanza.Error) {
+	if el.Attr("type") == "error" || el.Attr("type") == stanza.Result || el.Attr("from") == "" {
+		return
+	}
+	reply := stanza.ErrorReply(el, serr)
+	if _, err := jid.Parse(reply.Attr("to")); err != nil {
+		return
+	}
+	if err := c.Route(ctx, reply); err != nil {
+		c.Log.Debug("error reply not routable", "err", err)
+	}
+}

@@ -1,0 +1,318 @@
+// Package module is how features plug into the server. A feature is one package that registers
+// itself in init and, for every hosted domain, provisions a Host: it registers its iq handlers,
+// message and presence hooks, session hooks and disco features there. The core never lists features.
+//
+// Adding an XEP means one new package under internal/modules and one import line in modules/all.
+package module
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+
+	"mellium.im/xmpp/jid"
+
+	"impetus/internal/router"
+	"impetus/internal/stanza"
+)
+
+// Module is a feature provisioned once per hosted domain.
+type Module interface {
+	Provision(h *Host) error
+}
+
+// Stopper is implemented by modules that hold resources to release at shutdown.
+type Stopper interface {
+	Stop() error
+}
+
+var (
+	regMu    sync.Mutex
+	registry = map[string]func() Module{}
+)
+
+// Register makes a module available under name. It panics on a duplicate name, which is a
+// programming error caught at start-up.
+func Register(name string, factory func() Module) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic("module: duplicate registration of " + name)
+	}
+	registry[name] = factory
+}
+
+// Names lists the registered modules in a stable order.
+func Names() []string {
+	regMu.Lock()
+	defer regMu.Unlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// New instantiates a registered module.
+func New(name string) (Module, error) {
+	regMu.Lock()
+	f := registry[name]
+	regMu.Unlock()
+	if f == nil {
+		return nil, fmt.Errorf("module: unknown module %q", name)
+	}
+	return f(), nil
+}
+
+// Target says to whom an iq is addressed on a hosted domain.
+type Target uint8
+
+const (
+	// ToServer is an iq addressed to the domain itself.
+	ToServer Target = iota
+	// ToAccount is an iq addressed to an account's bare JID (or with no 'to', to the sender's own
+	// account), which the server answers on the account's behalf.
+	ToAccount
+)
+
+// Session is the local client session an iq or stanza came from.
+type Session interface {
+	router.Session
+	// Send writes el to this session's client.
+	Send(el *stanza.Element)
+}
+
+// IQ is an iq request handed to a handler.
+type IQ struct {
+	El      *stanza.Element // the whole iq, 'from' stamped
+	Payload *stanza.Element
+	From    jid.JID
+	To      jid.JID // the addressed entity; the sender's bare JID when the client omitted 'to'
+	// Session is the originating session when the iq came from a local client, else nil.
+	Session Session
+}
+
+// IQHandler answers an iq get or set. It returns the result payload (nil for an empty result),
+// or an error: a *stanza.Error becomes that error reply; any other error becomes internal-server-error.
+type IQHandler func(ctx context.Context, iq *IQ) (*stanza.Element, error)
+
+// Verdict is what a stanza hook decides.
+type Verdict uint8
+
+const (
+	// Continue passes the stanza to the next hook and then to default processing.
+	Continue Verdict = iota
+	// Handled stops processing: the hook took care of the stanza.
+	Handled
+)
+
+// Stanza is a message or presence handed to hooks.
+type Stanza struct {
+	El   *stanza.Element
+	From jid.JID
+	To   jid.JID
+	// Session is the originating local session, or nil for stanzas from servers or modules.
+	Session Session
+}
+
+// StanzaHook inspects a message or presence. Hooks run in priority order (higher first).
+type StanzaHook func(ctx context.Context, st *Stanza) (Verdict, error)
+
+// Identity is a XEP-0030 identity.
+type Identity struct {
+	Category, Type, Name string
+}
+
+type iqKey struct {
+	target Target
+	typ    string
+	space  string
+	local  string
+}
+
+type hook struct {
+	prio int
+	fn   StanzaHook
+}
+
+// Sender routes stanzas on behalf of modules; the core implements it.
+type Sender interface {
+	Route(ctx context.Context, el *stanza.Element) error
+}
+
+// Host is a hosted domain as modules see it. Modules register everything here, so the set of
+// features and handlers is fixed once provisioning ends and needs no locking afterwards.
+type Host struct {
+	Domain string
+	Router router.Router
+	Log    *slog.Logger
+
+	sender          Sender
+	iq              map[iqKey]IQHandler
+	features        []string
+	accountFeatures []string
+	identities      []Identity
+	messageIn       []hook // stanzas from local sessions, before routing
+	messageDeliver  []hook // stanzas for local accounts, before delivery
+	presenceIn      []hook
+	presenceDeliver []hook
+	sessionBound    []func(ctx context.Context, s Session)
+	sessionClosed   []func(ctx context.Context, s Session)
+	modules         []Module
+}
+
+// NewHost returns an empty host for domain.
+func NewHost(domain string, r router.Router, sender Sender, log *slog.Logger) *Host {
+	return &Host{Domain: domain, Router: r, sender: sender, Log: log, iq: make(map[iqKey]IQHandler)}
+}
+
+// Provision instantiates and provisions the named modules in order.
+func (h *Host) Provision(names []string) error {
+	for _, n := range names {
+		m, err := New(n)
+		if err != nil {
+			return err
+		}
+		if err := m.Provision(h); err != nil {
+			return fmt.Errorf("module %s on %s: %w", n, h.Domain, err)
+		}
+		h.modules = append(h.modules, m)
+	}
+	return nil
+}
+
+// Stop stops the host's modules in reverse order.
+func (h *Host) Stop() {
+	for i := len(h.modules) - 1; i >= 0; i-- {
+		if s, ok := h.modules[i].(Stopper); ok {
+			if err := s.Stop(); err != nil {
+				h.Log.Error("module stop failed", "err", err)
+			}
+		}
+	}
+}
+
+// HandleIQ registers fn for iq type typ ("get" or "set") with a payload {space}local addressed to target.
+// A duplicate registration is a programming error and panics at start-up.
+func (h *Host) HandleIQ(target Target, typ, space, local string, fn IQHandler) {
+	k := iqKey{target, typ, space, local}
+	if _, dup := h.iq[k]; dup {
+		panic(fmt.Sprintf("module: duplicate iq handler for %s {%s}%s", typ, space, local))
+	}
+	h.iq[k] = fn
+}
+
+// IQHandler returns the handler for an iq, or nil.
+func (h *Host) IQHandler(target Target, typ, space, local string) IQHandler {
+	return h.iq[iqKey{target, typ, space, local}]
+}
+
+// AddFeature advertises a disco feature of the server (XEP-0030).
+func (h *Host) AddFeature(ns string) {
+	if !slices.Contains(h.features, ns) {
+		h.features = append(h.features, ns)
+	}
+}
+
+// AddAccountFeature advertises a disco feature of every account's bare JID (e.g. PEP).
+func (h *Host) AddAccountFeature(ns string) {
+	if !slices.Contains(h.accountFeatures, ns) {
+		h.accountFeatures = append(h.accountFeatures, ns)
+	}
+}
+
+// AddIdentity advertises a disco identity of the server.
+func (h *Host) AddIdentity(id Identity) { h.identities = append(h.identities, id) }
+
+// Features returns the server's disco features, sorted.
+func (h *Host) Features() []string { return sortedCopy(h.features) }
+
+// AccountFeatures returns the accounts' disco features, sorted.
+func (h *Host) AccountFeatures() []string { return sortedCopy(h.accountFeatures) }
+
+// Identities returns the server's disco identities.
+func (h *Host) Identities() []Identity { return slices.Clone(h.identities) }
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	sort.Strings(c)
+	return c
+}
+
+// Hook points for messages and presence.
+type Point uint8
+
+const (
+	// MessageIn runs for messages a local client sends, before routing.
+	MessageIn Point = iota
+	// MessageDeliver runs for messages to a local account, before the router delivers them.
+	MessageDeliver
+	// PresenceIn runs for presence a local client sends, before routing or broadcast.
+	PresenceIn
+	// PresenceDeliver runs for presence to a local account, before delivery.
+	PresenceDeliver
+)
+
+// Hook registers fn at point p with priority prio (higher runs first).
+func (h *Host) Hook(p Point, prio int, fn StanzaHook) {
+	list := h.hookList(p)
+	*list = append(*list, hook{prio, fn})
+	slices.SortStableFunc(*list, func(a, b hook) int { return b.prio - a.prio })
+}
+
+func (h *Host) hookList(p Point) *[]hook {
+	switch p {
+	case MessageIn:
+		return &h.messageIn
+	case MessageDeliver:
+		return &h.messageDeliver
+	case PresenceIn:
+		return &h.presenceIn
+	default:
+		return &h.presenceDeliver
+	}
+}
+
+// RunHooks runs the hooks at p until one handles the stanza.
+func (h *Host) RunHooks(ctx context.Context, p Point, st *Stanza) (Verdict, error) {
+	for _, hk := range *h.hookList(p) {
+		v, err := hk.fn(ctx, st)
+		if err != nil || v == Handled {
+			return Handled, err
+		}
+	}
+	return Continue, nil
+}
+
+// OnSessionBound registers fn to run when a client session binds a resource on this host.
+func (h *Host) OnSessionBound(fn func(ctx context.Context, s Session)) {
+	h.sessionBound = append(h.sessionBound, fn)
+}
+
+// OnSessionClosed registers fn to run when a bound session ends.
+func (h *Host) OnSessionClosed(fn func(ctx context.Context, s Session)) {
+	h.sessionClosed = append(h.sessionClosed, fn)
+}
+
+// SessionBound runs the bound hooks.
+func (h *Host) SessionBound(ctx context.Context, s Session) {
+	for _, fn := range h.sessionBound {
+		fn(ctx, s)
+	}
+}
+
+// SessionClosed runs the closed hooks.
+func (h *Host) SessionClosed(ctx context.Context, s Session) {
+	for _, fn := range h.sessionClosed {
+		fn(ctx, s)
+	}
+}
+
+// Send routes a stanza from a module (with 'from' already set) like any other stanza.
+func (h *Host) Send(ctx context.Context, el *stanza.Element) error {
+	return h.sender.Route(ctx, el)
+}

@@ -1,0 +1,269 @@
+// Package router delivers stanzas addressed to accounts of this server to their sessions,
+// applying the delivery rules of RFC 6121 §8.5 for messages and §10 for iq and presence.
+//
+// The Router interface is the seam between a single node and a cluster: the local
+// implementation keeps the session table in memory; a clustered one keeps the same
+// table in a shared registry and forwards stanzas to the owning node.
+package router
+
+import (
+	"context"
+	"sync"
+
+	"mellium.im/xmpp/jid"
+
+	"impetus/internal/stanza"
+)
+
+// Session is what the router needs of a bound client session, wherever it lives.
+type Session interface {
+	// JID is the session's full JID.
+	JID() jid.JID
+	// Available reports whether the session has sent initial presence and not gone unavailable.
+	Available() bool
+	// Priority is the priority of the session's last available presence.
+	Priority() int
+	// Deliver queues el for writing to the session. It never blocks on the peer.
+	Deliver(el *stanza.Element)
+	// Replaced closes the session because a new session bound the same full JID
+	// (RFC 6120 §7.7.2.2): the old one gets a <conflict/> stream error.
+	Replaced()
+}
+
+// Router is the session registry plus delivery.
+type Router interface {
+	// Bind registers s. A session already bound to the same full JID is told it was Replaced.
+	Bind(s Session)
+	// Unbind removes s if it is still the session bound to its JID.
+	Unbind(s Session)
+	// Session returns the session bound to a full JID, or nil.
+	Session(full jid.JID) Session
+	// Sessions returns a snapshot of the sessions of a bare JID.
+	Sessions(bare jid.JID) []Session
+	// Route delivers el, addressed to an account on a local domain, by the rules of RFC 6121 §8.5
+	// and RFC 6120 §10.5. It returns a *stanza.Error to bounce to the sender, or nil.
+	Route(ctx context.Context, el *stanza.Element, to jid.JID) error
+}
+
+// Accounts tells whether an account exists, so the router can tell "offline" from "no such user".
+type Accounts interface {
+	Exists(ctx context.Context, localpart, domain string) (bool, error)
+}
+
+// OfflineFunc stores a message for a user with no available resource. It reports whether it took the message.
+type OfflineFunc func(ctx context.Context, el *stanza.Element, to jid.JID) bool
+
+// Local is the in-memory Router of one node.
+type Local struct {
+	accounts Accounts
+
+	mu       sync.RWMutex
+	sessions map[string][]Session // bare JID string → sessions
+	offline  OfflineFunc
+}
+
+// NewLocal returns an empty router. accounts may be nil, meaning every account exists.
+func NewLocal(accounts Accounts) *Local {
+	return &Local{accounts: accounts, sessions: make(map[string][]Session)}
+}
+
+// SetOffline installs the handler for messages that find no available resource.
+func (r *Local) SetOffline(f OfflineFunc) {
+	r.mu.Lock()
+	r.offline = f
+	r.mu.Unlock()
+}
+
+// Bind implements Router.
+func (r *Local) Bind(s Session) {
+	full := s.JID()
+	bare := full.Bare().String()
+	var old Session
+	r.mu.Lock()
+	list := r.sessions[bare]
+	for i, o := range list {
+		if o.JID().Equal(full) {
+			old = o
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	r.sessions[bare] = append(list, s)
+	r.mu.Unlock()
+	if old != nil {
+		old.Replaced()
+	}
+}
+
+// Unbind implements Router.
+func (r *Local) Unbind(s Session) {
+	bare := s.JID().Bare().String()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list := r.sessions[bare]
+	for i, o := range list {
+		if o == s {
+			// Copy so snapshots handed out earlier are never modified.
+			nl := append(list[:i:i], list[i+1:]...)
+			if len(nl) == 0 {
+				delete(r.sessions, bare)
+			} else {
+				r.sessions[bare] = nl
+			}
+			return
+		}
+	}
+}
+
+// Session implements Router.
+func (r *Local) Session(full jid.JID) Session {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, s := range r.sessions[full.Bare().String()] {
+		if s.JID().Equal(full) {
+			return s
+		}
+	}
+	return nil
+}
+
+// Sessions implements Router. The returned slice must not be modified.
+func (r *Local) Sessions(bare jid.JID) []Session {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.sessions[bare.String()]
+}
+
+// Count returns the number of bound sessions.
+func (r *Local) Count() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	n := 0
+	for _, l := range r.sessions {
+		n += len(l)
+	}
+	return n
+}
+
+// All returns a snapshot of every bound session.
+func (r *Local) All() []Session {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []Session
+	for _, l := range r.sessions {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// Route implements Router.
+func (r *Local) Route(ctx context.Context, el *stanza.Element, to jid.JID) error {
+	typ := el.Attr("type")
+	if to.Resourcepart() != "" {
+		if s := r.Session(to); s != nil {
+			s.Deliver(el)
+			return nil
+		}
+		return r.toMissingResource(ctx, el, to, typ)
+	}
+	switch el.Local {
+	case "message":
+		return r.messageToBare(ctx, el, to, typ)
+	case "iq":
+		// An iq to a bare JID is handled by the server on the account's behalf (RFC 6120 §10.5.3.2);
+		// the core does that before routing, so reaching here means nobody handles it.
+		if typ == stanza.Get || typ == stanza.Set {
+			return stanza.ErrServiceUnavailable
+		}
+		return nil
+	case "presence":
+		// Directed presence to a bare JID goes to every available resource (RFC 6121 §4.6).
+		for _, s := range r.Sessions(to) {
+			if s.Available() || typ != "" {
+				s.Deliver(el)
+			}
+		}
+		return nil
+	}
+	return nil
+}
+
+// toMissingResource applies RFC 6121 §8.5.3.2 (messages), §4.6 (presence) and RFC 6120 §10.5.3.2 (iq)
+// when no session has the addressed resource.
+func (r *Local) toMissingResource(ctx context.Context, el *stanza.Element, to jid.JID, typ string) error {
+	switch el.Local {
+	case "message":
+		switch typ {
+		case "", "normal", "chat", "headline":
+			return r.messageToBare(ctx, el, to.Bare(), typ)
+		case "groupchat":
+			return stanza.ErrServiceUnavailable
+		}
+		return nil
+	case "iq":
+		if typ == stanza.Get || typ == stanza.Set {
+			return stanza.ErrServiceUnavailable
+		}
+	}
+	return nil
+}
+
+// messageToBare applies RFC 6121 §8.5.2 for a message to a local bare JID.
+func (r *Local) messageToBare(ctx context.Context, el *stanza.Element, to jid.JID, typ string) error {
+	if typ == "error" {
+		return nil
+	}
+	sessions := r.Sessions(to)
+	var best [8]Session // most accounts have few resources: no allocation
+	targets := best[:0]
+	top := 0
+	for _, s := range sessions {
+		if !s.Available() || s.Priority() < 0 {
+			continue
+		}
+		p := s.Priority()
+		// Chat and normal messages go to the highest-priority resources (§8.5.2.1.1);
+		// headlines go to every non-negative one (§8.5.2.1.2).
+		if typ != "headline" && len(targets) > 0 {
+			if p < top {
+				continue
+			}
+			if p > top {
+				targets = targets[:0]
+			}
+		}
+		top = p
+		targets = append(targets, s)
+	}
+	if len(targets) > 0 {
+		for _, s := range targets {
+			s.Deliver(el)
+		}
+		return nil
+	}
+	if typ == "groupchat" {
+		return stanza.ErrServiceUnavailable
+	}
+	if r.accounts != nil {
+		ok, err := r.accounts.Exists(ctx, to.Localpart(), to.Domainpart())
+		if err != nil {
+			return stanza.ErrInternalServerError
+		}
+		if !ok {
+			if typ == "headline" {
+				return nil
+			}
+			return stanza.ErrServiceUnavailable
+		}
+	}
+	if typ == "headline" {
+		return nil
+	}
+	r.mu.RLock()
+	off := r.offline
+	r.mu.RUnlock()
+	if off != nil && off(ctx, el, to) {
+		return nil
+	}
+	return stanza.ErrServiceUnavailable
+}
