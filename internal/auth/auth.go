@@ -36,6 +36,9 @@ import (
 // ErrNotFound is returned by Store.Lookup when the user does not exist.
 var ErrNotFound = errors.New("auth: user not found")
 
+// ErrNoSuchUser is another name for ErrNotFound, kept for callers that use it.
+var ErrNoSuchUser = ErrNotFound
+
 // Hash names used in Capabilities.SCRAM and Credentials.SCRAM.
 const (
 	SHA1   = "SHA-1"

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -171,6 +170,10 @@ func (s *fileStore) reload(initial bool) error {
 	for _, p := range problems {
 		s.log.Warn("auth: skipping password file line", "err", p.Error())
 	}
+	if s.format == formatDigest && !s.opts.StoredCleartext && s.opts.Realm != "" && !slices.Contains(t.realms, s.opts.Realm) {
+		s.log.Warn("auth: digest file has no entries for the configured realm; DIGEST-MD5 will fail",
+			"file", s.path, "realm", s.opts.Realm)
+	}
 	t.generation = generations.Add(1)
 	s.cur.Store(t)
 	s.stat = fileStat{info: fi}
@@ -228,13 +231,13 @@ func parseTable(path string, data []byte, format fileFormat, cleartext bool, dom
 		case format == formatPlain || cleartext:
 			pwField := rest
 			if format == formatDigest {
-				var realm string
-				realm, pwField, ok = strings.Cut(rest, ":")
+				// The realm field is not needed: DIGEST-MD5 hashes are
+				// computed with the listener's realm.
+				_, pwField, ok = strings.Cut(rest, ":")
 				if !ok {
 					bad(n, "missing realm field")
 					continue
 				}
-				_ = realm // the hash is computed with the configured realm
 			}
 			pw, err := PreparePassword(pwField)
 			if err != nil {
@@ -326,6 +329,3 @@ func (s *fileStore) Close() error {
 }
 
 var _ Reloader = (*fileStore)(nil)
-
-// errUsage marks command-line mistakes in RunPasswd.
-var errUsage = errors.New("usage")

@@ -37,6 +37,9 @@ options:
                       (for stored_cleartext = "true")
 `
 
+// errUsage marks command-line mistakes in RunPasswd.
+var errUsage = errors.New("usage")
+
 type passwdArgs struct {
 	cmd       string
 	target    string

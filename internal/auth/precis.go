@@ -19,6 +19,9 @@ func PrepareUsername(s string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("auth: invalid username: %w", err)
 	}
+	if out == "" {
+		return "", errors.New("auth: empty username")
+	}
 	return out, nil
 }
 
@@ -31,6 +34,9 @@ func PreparePassword(s string) (string, error) {
 	out, err := precis.OpaqueString.String(s)
 	if err != nil {
 		return "", fmt.Errorf("auth: invalid password: %w", err)
+	}
+	if out == "" {
+		return "", errors.New("auth: empty password")
 	}
 	return out, nil
 }

@@ -2,9 +2,7 @@ package c2s
 
 import (
 	"context"
-	"crypto"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -173,45 +171,6 @@ func (s *Session) startTLS() error {
 	return nil
 }
 
-// channelBinding returns the channel-binding data of this stream's TLS connection.
-func (s *Session) channelBinding(cbType string) ([]byte, error) {
-	if s.tlsState == nil {
-		return nil, errors.New("c2s: no TLS")
-	}
-	switch cbType {
-	case "tls-exporter":
-		return s.tlsState.ExportKeyingMaterial("EXPORTER-Channel-Binding", nil, 32)
-	case "tls-server-end-point":
-		if s.serverCert == nil || len(s.serverCert.Certificate) == 0 {
-			return nil, errors.New("c2s: no server certificate")
-		}
-		return endPointHash(s.serverCert.Certificate[0])
-	}
-	return nil, fmt.Errorf("c2s: unsupported channel binding %q", cbType)
-}
-
-// endPointHash is RFC 5929 §4.1: the certificate hashed with its signature hash, SHA-256 for MD5 and SHA-1.
-func endPointHash(der []byte) ([]byte, error) {
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	h := crypto.SHA256
-	switch cert.SignatureAlgorithm {
-	case x509.SHA384WithRSA, x509.ECDSAWithSHA384, x509.SHA384WithRSAPSS:
-		h = crypto.SHA384
-	case x509.SHA512WithRSA, x509.ECDSAWithSHA512, x509.SHA512WithRSAPSS:
-		h = crypto.SHA512
-	}
-	if h == crypto.SHA256 {
-		sum := sha256.Sum256(der)
-		return sum[:], nil
-	}
-	hh := h.New()
-	hh.Write(der)
-	return hh.Sum(nil), nil
-}
-
 // authenticate runs one SASL exchange (RFC 6120 §6.4). It reports success; an error ends the stream.
 func (s *Session) authenticate(ctx context.Context, auth *stanza.Element, mechs []string) (bool, error) {
 	mech := auth.Attr("mechanism")
@@ -225,18 +184,25 @@ func (s *Session) authenticate(ctx context.Context, auth *stanza.Element, mechs 
 		}
 	}
 	cfg := sasl.Config{
-		Domain:         s.domain,
-		Realm:          s.cfg.Realm,
-		Store:          s.cfg.Auth,
-		TLS:            s.tlsState,
-		PlusAdvertised: plusAdvertised,
+		Domain:               s.domain,
+		Realm:                s.cfg.Realm,
+		Store:                s.cfg.Auth,
+		TLS:                  s.tlsState,
+		PlusAdvertised:       plusAdvertised,
+		AllowPlainWithoutTLS: s.cfg.AllowPlainWithoutTLS,
 	}
 	if s.tlsState != nil {
-		cfg.ChannelBinding = s.channelBinding
+		var leaf *x509.Certificate
+		if s.serverCert != nil {
+			leaf = s.serverCert.Leaf
+		}
+		cfg.ChannelBinding = sasl.NewChannelBinding(s.tlsState, leaf)
 	}
 	neg, err := sasl.NewServer(mech, cfg)
 	if err != nil {
-		return false, s.saslFailure(&sasl.Failure{Condition: "invalid-mechanism"}, mech, "")
+		f := &sasl.Failure{Condition: "invalid-mechanism"}
+		errors.As(err, &f)
+		return false, s.saslFailure(f, mech, "")
 	}
 	resp, ferr := decodeSASL(auth.Text())
 	if ferr != nil {

@@ -9,9 +9,9 @@ import (
 type tokKind int
 
 const (
-	tokEOF tokKind = iota
-	tokWord        // a bare value or name
-	tokString      // a quoted value
+	tokEOF    tokKind = iota
+	tokWord           // a bare value or name
+	tokString         // a quoted value
 	tokLBrace
 	tokRBrace
 	tokLBracket

@@ -49,6 +49,7 @@ const (
 // NameRule says whether a scope kind takes an instance name.
 type NameRule int
 
+// The name rules.
 const (
 	NameNone     NameRule = iota // xmpp { }
 	NameRequired                 // domain "example.com" { }
@@ -237,18 +238,20 @@ func scopeWhere(s *Scope) string {
 }
 
 func unknownOption(name string, s *Scope, spec, global *ScopeSpec) string {
-	if where := validIn(global, name, nil, map[*ScopeSpec]bool{}); len(where) > 0 {
-		return fmt.Sprintf("option %q is not valid in %s; it is valid in: %s", name, scopeWhere(s), strings.Join(where, ", "))
-	}
 	var cands []string
 	for _, o := range spec.Options {
 		cands = append(cands, o.Name)
 	}
-	msg := fmt.Sprintf("unknown option %q in %s", name, scopeWhere(s))
+	hint := ""
 	if c := closest(name, cands); c != "" {
-		msg += fmt.Sprintf("; did you mean %q?", c)
+		hint = fmt.Sprintf("; did you mean %q?", c)
 	}
-	return msg
+	if where := validIn(global, name, nil, map[*ScopeSpec]bool{}); len(where) > 0 {
+		// For example "enabled", which modules take, in a listener, which
+		// takes "enable": say both.
+		return fmt.Sprintf("option %q is not valid in %s%s (it is valid in: %s)", name, scopeWhere(s), hint, strings.Join(where, ", "))
+	}
+	return fmt.Sprintf("unknown option %q in %s%s", name, scopeWhere(s), hint)
 }
 
 func unknownScope(kind string, s *Scope, spec, global *ScopeSpec) string {

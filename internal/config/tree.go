@@ -53,10 +53,10 @@ type Option struct {
 // domain "example.com" { }. Statements from included files are spliced into
 // the scope that includes them and keep their own file names.
 type Scope struct {
-	Kind    string // as written, e.g. "Listen"; compare with strings.EqualFold
-	Name    string // the instance name; empty when HasName is false
-	HasName bool   // domain "" { } has an (empty) name, xmpp { } has none
-	Pos                           // where the scope kind was written
+	Kind     string // as written, e.g. "Listen"; compare with strings.EqualFold
+	Name     string // the instance name; empty when HasName is false
+	HasName  bool   // domain "" { } has an (empty) name, xmpp { } has none
+	Pos             // where the scope kind was written
 	Options  []*Option
 	Children []*Scope
 
@@ -88,6 +88,10 @@ func (s *Scope) Scopes(kind string) []*Scope {
 // a scope the registry accepted without checking (a Momentum scope Impetus
 // does not implement).
 func (s *Scope) Spec() *ScopeSpec { return s.spec }
+
+// String names the scope and its position. It keeps the embedded Pos's
+// String from standing in for the whole scope.
+func (s *Scope) String() string { return s.label() + " at " + s.Pos.String() }
 
 // label names the scope in messages: its kind, and its name in quotes.
 func (s *Scope) label() string {

@@ -139,7 +139,17 @@ func (c *Core) deliver(ctx context.Context, st *module.Stanza) {
 			return
 		}
 	}
-	if err := c.Router.Route(ctx, el, to); err != nil {
+	err := c.Router.Route(ctx, el, to)
+	if errors.Is(err, router.ErrOffline) {
+		// Offline storage (XEP-0160) is a module's business; without one the sender learns
+		// the message could not be delivered (RFC 6121 §8.5.2.2.1).
+		if v, herr := h.RunHooks(ctx, module.MessageOffline, st); v == module.Handled {
+			c.hookError(ctx, el, herr)
+			return
+		}
+		err = stanza.ErrServiceUnavailable
+	}
+	if err != nil {
 		c.routeError(ctx, el, err)
 	}
 }

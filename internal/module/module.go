@@ -17,6 +17,7 @@ import (
 
 	"impetus/internal/router"
 	"impetus/internal/stanza"
+	"impetus/internal/storage"
 )
 
 // Module is a feature provisioned once per hosted domain.
@@ -150,6 +151,10 @@ type Host struct {
 	Domain string
 	Router router.Router
 	Log    *slog.Logger
+	// Storage opens the feature stores (roster, offline, …).
+	Storage storage.Backend
+	// Accounts tells whether an account exists.
+	Accounts router.Accounts
 
 	sender          Sender
 	iq              map[iqKey]IQHandler
@@ -160,14 +165,15 @@ type Host struct {
 	messageDeliver  []hook // stanzas for local accounts, before delivery
 	presenceIn      []hook
 	presenceDeliver []hook
+	messageOffline  []hook
 	sessionBound    []func(ctx context.Context, s Session)
 	sessionClosed   []func(ctx context.Context, s Session)
 	modules         []Module
 }
 
 // NewHost returns an empty host for domain.
-func NewHost(domain string, r router.Router, sender Sender, log *slog.Logger) *Host {
-	return &Host{Domain: domain, Router: r, sender: sender, Log: log, iq: make(map[iqKey]IQHandler)}
+func NewHost(domain string, r router.Router, sender Sender, st storage.Backend, accounts router.Accounts, log *slog.Logger) *Host {
+	return &Host{Domain: domain, Router: r, sender: sender, Storage: st, Accounts: accounts, Log: log, iq: make(map[iqKey]IQHandler)}
 }
 
 // Provision instantiates and provisions the named modules in order.
@@ -255,6 +261,9 @@ const (
 	PresenceIn
 	// PresenceDeliver runs for presence to a local account, before delivery.
 	PresenceDeliver
+	// MessageOffline runs for a chat or normal message to an existing local account with no
+	// available resource (offline storage takes it here).
+	MessageOffline
 )
 
 // Hook registers fn at point p with priority prio (higher runs first).
@@ -272,8 +281,10 @@ func (h *Host) hookList(p Point) *[]hook {
 		return &h.messageDeliver
 	case PresenceIn:
 		return &h.presenceIn
-	default:
+	case PresenceDeliver:
 		return &h.presenceDeliver
+	default:
+		return &h.messageOffline
 	}
 }
 

@@ -8,6 +8,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"mellium.im/xmpp/jid"
@@ -50,8 +51,9 @@ type Accounts interface {
 	Exists(ctx context.Context, localpart, domain string) (bool, error)
 }
 
-// OfflineFunc stores a message for a user with no available resource. It reports whether it took the message.
-type OfflineFunc func(ctx context.Context, el *stanza.Element, to jid.JID) bool
+// ErrOffline is returned by Route for a chat or normal message to an existing account that has
+// no available resource: the caller may store it for later (XEP-0160) or bounce it.
+var ErrOffline = errors.New("router: recipient offline")
 
 // Local is the in-memory Router of one node.
 type Local struct {
@@ -59,19 +61,11 @@ type Local struct {
 
 	mu       sync.RWMutex
 	sessions map[string][]Session // bare JID string → sessions
-	offline  OfflineFunc
 }
 
 // NewLocal returns an empty router. accounts may be nil, meaning every account exists.
 func NewLocal(accounts Accounts) *Local {
 	return &Local{accounts: accounts, sessions: make(map[string][]Session)}
-}
-
-// SetOffline installs the handler for messages that find no available resource.
-func (r *Local) SetOffline(f OfflineFunc) {
-	r.mu.Lock()
-	r.offline = f
-	r.mu.Unlock()
 }
 
 // Bind implements Router.
@@ -259,11 +253,5 @@ func (r *Local) messageToBare(ctx context.Context, el *stanza.Element, to jid.JI
 	if typ == "headline" {
 		return nil
 	}
-	r.mu.RLock()
-	off := r.offline
-	r.mu.RUnlock()
-	if off != nil && off(ctx, el, to) {
-		return nil
-	}
-	return stanza.ErrServiceUnavailable
+	return ErrOffline
 }

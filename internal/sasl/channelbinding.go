@@ -12,6 +12,9 @@ import (
 const (
 	TLSExporter       = "tls-exporter"
 	TLSServerEndPoint = "tls-server-end-point"
+	// TLSUnique (RFC 5929 §3) exists only for TLS 1.2 and earlier (RFC 9266 retires it for 1.3);
+	// it is offered there because older clients implement nothing else.
+	TLSUnique = "tls-unique"
 )
 
 // exporterLabel and exporterLength are fixed by RFC 9266 §2; the context is
@@ -35,7 +38,18 @@ func ChannelBindingTypes(st *tls.ConnectionState) []string {
 	if exporterUsable(st) {
 		out = append(out, TLSExporter)
 	}
-	return append(out, TLSServerEndPoint)
+	out = append(out, TLSServerEndPoint)
+	if uniqueUsable(st) {
+		out = append(out, TLSUnique)
+	}
+	return out
+}
+
+// uniqueUsable reports whether tls-unique is defined and safe: TLS 1.2 with the extended master
+// secret, which crypto/tls signals by exporting keying material (it refuses without it), since
+// tls-unique is vulnerable to the triple-handshake attack otherwise.
+func uniqueUsable(st *tls.ConnectionState) bool {
+	return st.Version == tls.VersionTLS12 && len(st.TLSUnique) > 0 && exporterUsable(st)
 }
 
 func exporterUsable(st *tls.ConnectionState) bool {
@@ -108,6 +122,11 @@ func NewChannelBinding(st *tls.ConnectionState, cert *x509.Certificate) func(cbT
 			return TLSExporterData(st)
 		case TLSServerEndPoint:
 			return TLSServerEndPointData(cert)
+		case TLSUnique:
+			if st == nil || !uniqueUsable(st) {
+				return nil, errors.New("sasl: tls-unique is only defined for TLS 1.2 with extended master secret")
+			}
+			return st.TLSUnique, nil
 		default:
 			return nil, fmt.Errorf("sasl: unsupported channel binding type %q", cbType)
 		}

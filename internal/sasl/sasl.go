@@ -49,16 +49,19 @@ const (
 
 // Mechanism names.
 const (
-	Plain             = "PLAIN"
-	DigestMD5         = "DIGEST-MD5"
-	ScramSHA1         = "SCRAM-SHA-1"
-	ScramSHA1Plus     = "SCRAM-SHA-1-PLUS"
-	ScramSHA256       = "SCRAM-SHA-256"
-	ScramSHA256Plus   = "SCRAM-SHA-256-PLUS"
-	ScramSHA512       = "SCRAM-SHA-512"
-	ScramSHA512Plus   = "SCRAM-SHA-512-PLUS"
-	DefaultIterations = 4096
+	Plain           = "PLAIN"
+	DigestMD5       = "DIGEST-MD5"
+	ScramSHA1       = "SCRAM-SHA-1"
+	ScramSHA1Plus   = "SCRAM-SHA-1-PLUS"
+	ScramSHA256     = "SCRAM-SHA-256"
+	ScramSHA256Plus = "SCRAM-SHA-256-PLUS"
+	ScramSHA512     = "SCRAM-SHA-512"
+	ScramSHA512Plus = "SCRAM-SHA-512-PLUS"
 )
+
+// DefaultIterations is the SCRAM iteration count for keys derived from
+// clear-text passwords, and the minimum accepted for stored keys (RFC 7677 §4).
+const DefaultIterations = 4096
 
 // maxMessage bounds every client message; RFC 2831 §2.1.2 caps a DIGEST-MD5
 // response at 4096 bytes and no legitimate SCRAM or PLAIN message comes near.

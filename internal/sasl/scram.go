@@ -357,7 +357,7 @@ func (s *scramServer) clientFinal(msg []byte) ([]byte, error) {
 // a reload or a password change never serves stale keys.
 type cacheKey struct {
 	hash, domain, user, salt string
-	iter                 int
+	iter                     int
 }
 
 type cacheEntry struct {

@@ -26,6 +26,9 @@ import (
 	"impetus/internal/modules/all"
 	"impetus/internal/router"
 	"impetus/internal/stanza"
+	"impetus/internal/storage"
+	_ "impetus/internal/storage/postgres" // the deployment backend
+	_ "impetus/internal/storage/sqlite"   // the embedded default
 	"impetus/internal/tlsutil"
 	"impetus/internal/xmlstream"
 )
@@ -45,6 +48,7 @@ type Server struct {
 	cfg       *config.Config
 	log       *slog.Logger
 	store     auth.Store
+	storage   storage.Backend
 	router    *router.Local
 	core      *core.Core
 	hosts     []*module.Host
@@ -61,7 +65,11 @@ func Run(ctx context.Context, opts Options) error {
 		opts.LogOutput = os.Stderr
 	}
 	s := &Server{opts: opts, cfg: cfg}
-	s.log = slog.New(slog.NewTextHandler(opts.LogOutput, &slog.HandlerOptions{Level: logLevel(cfg.XMPP.DebugLevel)}))
+	level := config.LevelError
+	if cfg.XMPP != nil {
+		level = cfg.XMPP.DebugLevel
+	}
+	s.log = slog.New(slog.NewTextHandler(opts.LogOutput, &slog.HandlerOptions{Level: logLevel(level)}))
 	for _, w := range warnings {
 		s.log.Warn("configuration: " + w.String())
 	}
@@ -78,18 +86,18 @@ func Run(ctx context.Context, opts Options) error {
 	return nil
 }
 
-// logLevel maps Momentum's debug_level names onto slog levels (NOTICE sits between INFO and WARNING).
-func logLevel(name string) slog.Level {
-	switch strings.ToUpper(name) {
-	case "DEBUG":
+// logLevel maps Momentum's debug_level onto slog levels (NOTICE sits between INFO and WARNING).
+func logLevel(l config.DebugLevel) slog.Level {
+	switch l {
+	case config.LevelDebug:
 		return slog.LevelDebug
-	case "INFO":
+	case config.LevelInfo:
 		return slog.LevelInfo
-	case "NOTICE":
+	case config.LevelNotice:
 		return slog.LevelInfo + 2
-	case "WARNING":
+	case config.LevelWarning:
 		return slog.LevelWarn
-	case "CRITICAL":
+	case config.LevelCritical:
 		return slog.LevelError + 4
 	}
 	return slog.LevelError
@@ -101,7 +109,7 @@ func (s *Server) start(ctx context.Context) error {
 		return errors.New("server: no hosted domain: add a domain with XMPP_Role = \"server\"")
 	}
 	lc := s.cfg.Listener
-	if lc == nil || !lc.Enabled() {
+	if lc == nil || !lc.Options.Enable {
 		return errors.New("server: no enabled xmpp_listener")
 	}
 	store, realm, logAuth, err := s.openAuth(lc, domains)
@@ -109,10 +117,17 @@ func (s *Server) start(ctx context.Context) error {
 		return err
 	}
 	s.store = store
-	s.router = router.NewLocal(accounts{store})
+	ds := s.cfg.Storage(s.opts.DataDir)
+	s.storage, err = storage.OpenContext(ctx, ds.Driver, ds.DSN)
+	if err != nil {
+		return fmt.Errorf("server: storage %s (%s): %w", ds.Name, ds.Driver, err)
+	}
+	s.log.Info("storage opened", "driver", ds.Driver, "datasource", ds.Name)
+	acc := accounts{store}
+	s.router = router.NewLocal(acc)
 	s.core = core.New(s.router, s.log)
 	for _, d := range domains {
-		h := module.NewHost(d, s.router, s.core, s.log.With("host", d))
+		h := module.NewHost(d, s.router, s.core, s.storage, acc, s.log.With("host", d))
 		if err := h.Provision(all.Standard); err != nil {
 			return err
 		}
@@ -208,9 +223,9 @@ func limits(o config.ListenerOptions) xmlstream.Limits {
 
 // openAuth opens the store named by AuthDigestMD5Parameters or AuthPlainParameters.
 func (s *Server) openAuth(lc *config.Listener, domains []string) (auth.Store, string, bool, error) {
-	p := lc.AuthDigestMD5
+	p := lc.Options.AuthDigestMD5
 	if p == nil {
-		p = lc.AuthPlain
+		p = lc.Options.AuthPlain
 	}
 	if p == nil {
 		return nil, "", false, errors.New("server: the xmpp_listener needs AuthPlainParameters or AuthDigestMD5Parameters")
@@ -298,6 +313,11 @@ func (s *Server) stop() {
 	if s.store != nil {
 		s.store.Close()
 	}
+	if s.storage != nil {
+		if err := s.storage.Close(); err != nil {
+			s.log.Error("storage close failed", "err", err)
+		}
+	}
 }
 
 // accounts tells the router which accounts exist, from the auth store.
@@ -305,7 +325,7 @@ type accounts struct{ store auth.Store }
 
 func (a accounts) Exists(ctx context.Context, localpart, domain string) (bool, error) {
 	_, err := a.store.Lookup(ctx, localpart, domain)
-	if errors.Is(err, auth.ErrNoSuchUser) {
+	if errors.Is(err, auth.ErrNotFound) {
 		return false, nil
 	}
 	return err == nil, err

@@ -12,6 +12,7 @@ import (
 const (
 	elemStreamsNS  = "http://etherx.jabber.org/streams"
 	elemDialbackNS = "jabber:server:dialback"
+	elemXMLNS      = "http://www.w3.org/XML/1998/namespace"
 )
 
 // Attr is an attribute as written, with its qualified name ("to", "xml:lang", "type").
@@ -201,20 +202,16 @@ func (e *Element) String() string {
 // where e is written: xmlns is written only when e.Space differs from it. Elements in the
 // streams namespace (http://etherx.jabber.org/streams) are written with the "stream:" prefix
 // and elements in jabber:server:dialback with the "db:" prefix, without declarations (the stream
-// header declares both). Characters that XML cannot carry (invalid UTF-8, control characters)
-// are written as U+FFFD so the output is always well-formed.
+// header declares both); elements in the xml namespace get the predefined "xml:" prefix.
+// Characters that XML cannot carry (invalid UTF-8, control characters) are written as U+FFFD
+// so the output is always well-formed.
 func (e *Element) AppendXML(dst []byte, parentSpace string) []byte {
 	dst = append(dst, '<')
 	inner := parentSpace // the default namespace in scope for the children
-	switch e.Space {
-	case elemStreamsNS:
-		dst = append(dst, "stream:"...)
-		dst = append(dst, e.Local...)
-	case elemDialbackNS:
-		dst = append(dst, "db:"...)
-		dst = append(dst, e.Local...)
-	default:
-		dst = append(dst, e.Local...)
+	prefix := elemPrefix(e.Space)
+	dst = append(dst, prefix...)
+	dst = append(dst, e.Local...)
+	if prefix == "" {
 		if e.Space != parentSpace {
 			dst = append(dst, ` xmlns="`...)
 			dst = elemAppendAttrValue(dst, e.Space)
@@ -237,14 +234,24 @@ func (e *Element) AppendXML(dst []byte, parentSpace string) []byte {
 		}
 	}
 	dst = append(dst, "</"...)
-	switch e.Space {
-	case elemStreamsNS:
-		dst = append(dst, "stream:"...)
-	case elemDialbackNS:
-		dst = append(dst, "db:"...)
-	}
+	dst = append(dst, prefix...)
 	dst = append(dst, e.Local...)
 	return append(dst, '>')
+}
+
+// elemPrefix returns the fixed prefix of the namespaces that are written without declaring
+// them: the stream header declares the first two, and XML predefines the last, which cannot be
+// declared as a default namespace at all.
+func elemPrefix(space string) string {
+	switch space {
+	case elemStreamsNS:
+		return "stream:"
+	case elemDialbackNS:
+		return "db:"
+	case elemXMLNS:
+		return "xml:"
+	}
+	return ""
 }
 
 // elemAppendAttr writes one attribute. A Clark-notation name gets a prefix of its own, "nsN"
@@ -262,7 +269,7 @@ func elemAppendAttr(dst []byte, i int, a *Attr) []byte {
 				dst = elemAppendInt(dst, i)
 				dst = append(dst, `="`...)
 				dst = elemAppendAttrValue(dst, space)
-				dst = append(dst, ` ns`...)
+				dst = append(dst, `" ns`...)
 				dst = elemAppendInt(dst, i)
 				dst = append(dst, ':')
 				dst = append(dst, local...)

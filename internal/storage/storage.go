@@ -23,6 +23,14 @@
 // roster keeps its version there, so Update commits an item change and the
 // version bump together).
 //
+// Transactions are deliberately narrow: Map.Update covers one user's
+// entries in one map. That is the unit rosters, PEP nodes and private
+// storage need, and keeping it that small lets each backend serialise it
+// with a single lock (SQLite's one writer connection, a PostgreSQL advisory
+// lock on (map, user), a mutex in memory) with no cross-store deadlocks and
+// no retry loops. Data that must change atomically therefore belongs in one
+// Map, which is why the roster keeps its version beside its items.
+//
 // Times are stored in UTC with microsecond precision, the precision of a
 // PostgreSQL timestamp, and every backend truncates the same way so that
 // behaviour does not depend on the driver.

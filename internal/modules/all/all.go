@@ -3,9 +3,13 @@ package all
 
 import (
 	_ "impetus/internal/modules/disco"
+	_ "impetus/internal/modules/offline"
 	_ "impetus/internal/modules/ping"
+	_ "impetus/internal/modules/presence"
+	_ "impetus/internal/modules/roster"
 	_ "impetus/internal/modules/version"
 )
 
 // Standard lists the modules every hosted domain runs, in provisioning order.
-var Standard = []string{"disco", "ping", "version"}
+// The roster comes before presence, which uses it.
+var Standard = []string{"disco", "ping", "version", "roster", "presence", "offline"}

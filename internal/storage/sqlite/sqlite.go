@@ -149,6 +149,15 @@ func (b *Backend) init(ctx context.Context) error {
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("sqlite: %s: journal mode is %q, want wal", b.path, mode)
 	}
+	// Likewise confirm synchronous=FULL (2): durability must not depend on
+	// the driver honouring a DSN key.
+	var sync int
+	if err := b.w.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+		return fmt.Errorf("sqlite: %s: %w", b.path, err)
+	}
+	if sync != 2 {
+		return fmt.Errorf("sqlite: %s: synchronous is %d, want 2 (FULL)", b.path, sync)
+	}
 	if err := b.migrate(ctx); err != nil {
 		return err
 	}
@@ -266,7 +275,7 @@ func (b *Backend) DeleteUser(ctx context.Context, user string) error {
 	return b.write(ctx, "delete user", func(tx *sql.Tx) error {
 		for _, st := range []*sql.Stmt{b.delUserKV, b.delUserMap, b.delUserArchive} {
 			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, user); err != nil {
-				return err
+				return wrap("delete user", err)
 			}
 		}
 		return nil

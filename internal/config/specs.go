@@ -1,0 +1,150 @@
+package config
+
+// The option tables of the scopes Impetus implements. A feature adds an
+// option by adding a row here (and, for the typed sections, a tagged field
+// to the struct that holds it); the checking, defaults, warnings and dump
+// follow from the row.
+
+// Where a listener option is valid. The manual's tables list the scopes per
+// option; a Peer inside a Listen takes the same options as a Peer directly
+// under the listener.
+const (
+	atGlobal = 1 << iota
+	atListener
+	atListen
+	atPeer
+)
+
+type listenerRow struct {
+	OptionSpec
+	at int
+}
+
+// listenerRows is the xmpp_listener table of the manual (Table 10.1), the
+// options other pages list for xmpp_listener, and the Impetus extensions.
+//
+// The extensions, valid at listener, Listen and Peer level:
+//
+//   - max_stanza_size: the largest stanza, in bytes, a peer may send before
+//     the stream is closed with a policy-violation error. 256 KiB matches
+//     what common XMPP servers allow and leaves room for avatars in vCards.
+//   - allow_plain_without_tls: offer SASL PLAIN on a stream that has not
+//     negotiated TLS. Off by default because PLAIN sends the password in
+//     clear; Momentum itself only offers PLAIN with TLS (BZ5825).
+//   - max_xml_depth: the deepest element nesting allowed inside a stanza,
+//     the stanza itself counting as 1. Real stanzas rarely pass 10 levels;
+//     32 stops nesting attacks on the parser without refusing real traffic.
+var listenerRows = []listenerRow{
+	{OptionSpec{Name: "accept_queue_backlog", Type: TypeInt, Default: "0", Doc: "the accept queue backlog"}, atListener | atListen},
+	{OptionSpec{Name: "authdigestmd5parameters", Type: TypeDict, Doc: "DIGEST-MD5 authentication: uri, realm, stored_cleartext, log_authentication"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "authplainparameters", Type: TypeDict, Doc: "PLAIN authentication: uri, log_authentication"}, atListener | atListen},
+	{OptionSpec{Name: "concurrency", Type: TypeInt, Default: "0", Doc: "threads that accept connections; above 1 accepts run on pool_name"}, atListener | atListen},
+	{OptionSpec{Name: "disable_nagle_algorithm", Type: TypeBool, Default: "false", Doc: "set TCP_NODELAY on accepted sockets"}, atGlobal | atListener | atListen},
+	{OptionSpec{Name: "enable", Type: TypeBool, Default: "true", Doc: "enable the listener or this Listen"}, atListener | atListen},
+	{OptionSpec{Name: "events_per_iter", Type: TypeInt, Default: "0", Doc: "accepted connections dispatched per scheduler iteration (below 1 means 1)"}, atListener | atListen},
+	// file_mode is listener-level in the manual's table, but its own example
+	// sets it in a Listen on a unix socket path, so Listen accepts it there.
+	{OptionSpec{Name: "file_mode", Type: TypeMode, Default: "0660", Doc: "permissions of a unix socket"}, atListener | atListen},
+	{OptionSpec{Name: "idle_time", Type: TypeDuration, Default: "0", Doc: "seconds of inactivity before a client is disconnected; 0 never"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "listen_backlog", Type: TypeInt, Default: "500", Doc: "the listen(2) backlog"}, atListener | atListen},
+	{OptionSpec{Name: "pool_name", Type: TypeString, Doc: "ThreadPool that runs threaded accepts"}, atListener | atListen},
+	{OptionSpec{Name: "tcp_recv_buffer_size", Type: TypeSize, Default: "4096", Doc: "SO_RCVBUF; 0 lets the system choose"}, atListener | atListen},
+	{OptionSpec{Name: "tcp_send_buffer_size", Type: TypeSize, Default: "4096", Doc: "SO_SNDBUF; 0 lets the system choose"}, atListener | atListen},
+	{OptionSpec{Name: "tls_certificate", Type: TypeString, Doc: `PEM certificate (may hold the key too); "none" cancels a parent's`}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "tls_ciphers", Type: TypeString, Doc: "OpenSSL cipher list"}, atGlobal | atListener | atListen | atPeer},
+	{OptionSpec{Name: "tls_client_ca", Type: TypeString, Doc: "PEM bundle of CAs trusted for client certificates"}, atGlobal | atListener | atListen | atPeer},
+	{OptionSpec{Name: "tls_key", Type: TypeString, Doc: "PEM key when the certificate file holds none"}, atGlobal | atListener | atListen | atPeer},
+	{OptionSpec{Name: "tls_verify_mode", Type: TypeString, Values: []string{"none", "require"}, Doc: "client certificates: unset verifies if presented, none ignores, require demands"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "tls_allow_renegotiation", Type: TypeBool, Default: "true", Status: Accepted, Doc: "allow TLS renegotiation"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "proxy_protocol", Type: TypeBool, Default: "false", Status: Accepted, Doc: "expect a PROXY protocol header"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "proxy_protocol_timeout", Type: TypeDuration, Default: "60", Status: Accepted, Doc: "seconds to wait for the PROXY header"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "max_stanza_size", Type: TypeSize, Default: "262144", Doc: "largest stanza in bytes (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "allow_plain_without_tls", Type: TypeBool, Default: "false", Doc: "offer SASL PLAIN before TLS (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "max_xml_depth", Type: TypeInt, Default: "32", Doc: "deepest element nesting in a stanza (Impetus)"}, atListener | atListen | atPeer},
+}
+
+func listenerOptions(at int) []OptionSpec {
+	var out []OptionSpec
+	for _, r := range listenerRows {
+		if r.at&at != 0 {
+			out = append(out, r.OptionSpec)
+		}
+	}
+	return out
+}
+
+// ModuleOptions returns the rows of the options every Momentum module has,
+// enabled and debug_level, for a feature package to start its table with.
+func ModuleOptions() []OptionSpec {
+	return []OptionSpec{
+		{Name: "enabled", Type: TypeBool, Default: "true", Doc: "false loads the module in passive mode"},
+		{Name: "debug_level", Type: TypeString, Default: "ERROR", Values: debugLevelNames[:], Doc: "least severe message logged"},
+	}
+}
+
+// predefinedPools are Momentum's built-in thread pools and their defaults.
+var predefinedPools = []ThreadPool{
+	{Name: "SwapOut", Concurrency: 5},
+	{Name: "SwapIn", Concurrency: 5},
+	{Name: "Unlink", Concurrency: 6, Backlog: 100},
+	{Name: "Batch_Unlink", Concurrency: 4},
+	{Name: "Close", Concurrency: 0},
+	{Name: "CPU", Concurrency: 4},
+	{Name: "IO", Concurrency: 50},
+	{Name: "SpoolIn", Concurrency: 1},
+}
+
+func newGlobalSpec() *ScopeSpec {
+	peer := &ScopeSpec{Kind: "peer", Name: NameRequired, Doc: "options for clients whose address is in a CIDR block", Options: listenerOptions(atPeer)}
+	listen := &ScopeSpec{Kind: "listen", Name: NameRequired, Doc: "one socket of the listener", Options: listenerOptions(atListen), Scopes: []*ScopeSpec{peer}}
+	global := &ScopeSpec{
+		Kind: "global",
+		Options: append(listenerOptions(atGlobal),
+			OptionSpec{Name: "local_changes_file", Type: TypeString, Status: Accepted},
+			OptionSpec{Name: "local_changes_only", Type: TypeBool, Status: Accepted},
+			OptionSpec{Name: "max_outbound_connections", Type: TypeInt, Status: Accepted},
+			OptionSpec{Name: "spool_base", Type: TypeString, Status: Accepted},
+		),
+		Scopes: []*ScopeSpec{
+			{Kind: "xmpp", Singleton: true, Doc: "the XMPP module", Options: append(ModuleOptions(),
+				OptionSpec{Name: "storage", Type: TypeString, Doc: "Datasource holding users' data; default SQLite impetus.db in the data directory (Impetus)"})},
+			{Kind: "xmpp_listener", Singleton: true, Doc: "accepts XMPP client and server streams", Options: listenerOptions(atListener), Scopes: []*ScopeSpec{listen, peer}},
+			{Kind: "domain", Name: NameRequired, Doc: "a domain; #xmpp#name names an XMPP one", Options: []OptionSpec{
+				{Name: "xmpp_role", Type: TypeString, Values: []string{"server", "client"}, Doc: "server: hosted here; client: remote, reached over s2s"},
+				{Name: "xmpp_dialback_secret", Type: TypeString, Doc: "secret for server dialback keys"},
+				{Name: "gateway", Type: TypeString, Doc: "host[:port] to connect to instead of resolving the domain"},
+				{Name: "max_outbound_connections", Type: TypeInt, Status: Accepted},
+				{Name: "max_resident_active_queue", Type: TypeInt, Status: Accepted},
+				{Name: "tls", Type: TypeString, Values: []string{"no", "ifavailable", "required"}, Status: Accepted},
+				{Name: "tls_verify", Type: TypeString, Values: []string{"no", "ca", "host"}, Status: Accepted},
+				{Name: "tls_ca", Type: TypeString, Status: Accepted},
+				{Name: "tls_certificate", Type: TypeString, Status: Accepted},
+				{Name: "tls_key", Type: TypeString, Status: Accepted},
+				{Name: "tls_ciphers", Type: TypeString, Status: Accepted},
+			}},
+			{Kind: "xmpp_logger", Name: NameOptional, Doc: "logs XMPP receptions and deliveries", Options: append(ModuleOptions(),
+				OptionSpec{Name: "heartbeat", Type: TypeDuration, Default: "60", Doc: "seconds between heartbeat entries; 0 disables them"},
+				OptionSpec{Name: "log_delivery", Type: TypeBool, Default: "true"},
+				OptionSpec{Name: "log_delivery_format", Type: TypeString, Default: "%t+D+%st+%at+%af+%ai+%ay+%H"},
+				OptionSpec{Name: "log_heartbeat_format", Type: TypeString, Default: "%t+M"},
+				OptionSpec{Name: "log_reception", Type: TypeBool, Default: "true"},
+				OptionSpec{Name: "log_reception_format", Type: TypeString, Default: "%t+R+%st+%at+%af+%ai+%ay+%H"},
+				OptionSpec{Name: "logfile", Type: TypeString, Default: "/var/log/ecelerity/xmpplog.ec"},
+				OptionSpec{Name: "logmode", Type: TypeMode, Default: "0644"},
+				OptionSpec{Name: "namespace", Type: TypeString, Default: "xmpp_logger,sieve,custom_logger", Doc: "macro namespaces, searched in order"},
+			)},
+			{Kind: "threadpool", Name: NameRequired, Doc: "a pool of threads", Options: []OptionSpec{
+				{Name: "concurrency", Type: TypeInt, Doc: "threads in the pool; a new pool has 1, a predefined one its own default"},
+				{Name: "stack_size", Type: TypeSize, Default: "0", Doc: "stack size of each thread"},
+				{Name: "backlog", Type: TypeInt, Doc: "queued jobs before producers block; 0 unbounded"},
+			}},
+			{Kind: "datasource", Name: NameRequired, Doc: "a database", Options: []OptionSpec{
+				{Name: "uri", Type: TypeArray, Doc: `sqlite:///abs.db, sqlite:rel.db, pgsql:host=…;dbname=… or postgres://…`},
+				{Name: "cache_size", Type: TypeInt, Status: Accepted},
+				{Name: "cache_life", Type: TypeInt, Status: Accepted},
+				{Name: "no_cache", Type: TypeBool, Status: Accepted},
+			}},
+		},
+	}
+	return global
+}
