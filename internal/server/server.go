@@ -53,6 +53,8 @@ type Server struct {
 	core      *core.Core
 	hosts     []*module.Host
 	listeners []*listener.Listener
+	// tlsConfigs shares one TLS configuration among Listen scopes with the same certificate.
+	tlsConfigs map[string]*tls.Config
 }
 
 // Run loads the configuration, starts the server and blocks until ctx ends.
@@ -268,6 +270,21 @@ func (s *Server) resolveURI(uri string) string {
 // tlsConfig builds the listener's TLS settings: the configured certificate, or a generated
 // self-signed one; TLS 1.2 at least.
 func (s *Server) tlsConfig(o config.ListenerOptions, domains []string) (*tls.Config, error) {
+	key := o.TLSCertificate + "\x00" + o.TLSKey
+	if c, ok := s.tlsConfigs[key]; ok {
+		return c, nil
+	}
+	c, err := s.newTLSConfig(o, domains)
+	if err == nil {
+		if s.tlsConfigs == nil {
+			s.tlsConfigs = make(map[string]*tls.Config)
+		}
+		s.tlsConfigs[key] = c
+	}
+	return c, err
+}
+
+func (s *Server) newTLSConfig(o config.ListenerOptions, domains []string) (*tls.Config, error) {
 	var cert tls.Certificate
 	var err error
 	if o.TLSCertificate != "" && !strings.EqualFold(o.TLSCertificate, "none") {

@@ -263,18 +263,22 @@ func (d *Decoder) skipSpace() bool {
 	return false
 }
 
-// stray diagnoses input other than markup or whitespace between top-level elements.
+// stray diagnoses input other than markup or whitespace between top-level elements. It reads
+// a whole character first so the answer does not depend on how the input was split.
 func (d *Decoder) stray() error {
-	b := d.buf[d.r:d.w]
-	if b[0] >= utf8.RuneSelf && utf8.FullRune(b) {
-		if r, _ := utf8.DecodeRune(b); r == utf8.RuneError {
-			return errEncoding("invalid UTF-8")
+	for !utf8.FullRune(d.buf[d.r:d.w]) {
+		if err := d.fill(); err != nil {
+			return err
 		}
 	}
-	if b[0] == 0 {
-		return errEncoding("the stream is not UTF-8")
+	b := d.buf[d.r:d.w]
+	if r, _ := utf8.DecodeRune(b); r == utf8.RuneError {
+		return d.fail(errEncoding("invalid UTF-8"))
 	}
-	return errNotWellFormed("character data at the stream level")
+	if b[0] == 0 {
+		return d.fail(errEncoding("the stream is not UTF-8"))
+	}
+	return d.fail(errNotWellFormed("character data at the stream level"))
 }
 
 // ReadHeader skips an optional XML declaration and whitespace, and returns the stream header.
@@ -348,7 +352,7 @@ func (d *Decoder) prolog() error {
 		}
 	}
 	if d.buf[d.r] != '<' {
-		return d.fail(d.stray())
+		return d.stray()
 	}
 	if err := d.need(3); err != nil {
 		return err
@@ -580,7 +584,7 @@ func (d *Decoder) ReadElement() (*stanza.Element, error) {
 				continue
 			}
 			if d.buf[d.r] != '<' {
-				return nil, d.fail(d.stray())
+				return nil, d.stray()
 			}
 			d.sc.begin(false)
 		}

@@ -362,15 +362,20 @@ func (p *Presence) toAccount(ctx context.Context, st *module.Stanza) (module.Ver
 		// Directed presence from a local client, presence for one resource, or the user's own.
 		return module.Continue, nil
 	}
-	// Presence to the bare JID from elsewhere is a broadcast: it is delivered only when the
-	// user's roster accepts the sender's presence (§4.2.3, §4.4.3); unavailable presence also
-	// from any roster item, since it may follow a subscription that just ended.
+	if typ == "unavailable" {
+		// Unavailable presence tells nothing but an end, and may end directed presence or a
+		// subscription that the receiving roster no longer shows, so it is always delivered.
+		return module.Continue, nil
+	}
+	// Available presence to the bare JID from elsewhere is a broadcast: it is delivered only when
+	// the user's roster accepts the sender's presence (§4.2.3, §4.4.3) or the user sent the
+	// sender directed presence, which invites an answer.
 	user := st.To.Bare()
 	it, ok, err := p.r.Store().Get(ctx, user.String(), st.From.Bare().String())
 	if err != nil {
 		return module.Handled, err
 	}
-	if ok && it.Listed() && (it.HasTo() || typ == "unavailable") {
+	if ok && it.Listed() && it.HasTo() {
 		return module.Continue, nil
 	}
 	if p.hasDirected(user, st.From) {
