@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"encoding/xml"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"strings"
@@ -59,13 +61,78 @@ func dialMellium(ctx context.Context, srv *Server, f family, tlsCfg *tls.Config,
 	s, err := xmpp.NewClientSession(ctx, origin, conn,
 		xmpp.StartTLS(tlsCfg),
 		xmpp.SASL("", pass, mech),
-		xmpp.BindResource(),
+		bindResource(),
 	)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// bindResource is a client-side resource binding feature (RFC 6120 §7)
+// that requests the resourcepart of the session's address. mellium v0.22's
+// xmpp.BindResource puts an empty <resource/> in its request whenever a
+// resource is set, so the server always picks one; this does what it means.
+func bindResource() xmpp.StreamFeature {
+	return xmpp.StreamFeature{
+		Name:       xml.Name{Space: nsBind, Local: "bind"},
+		Necessary:  xmpp.Authn,
+		Prohibited: xmpp.Ready,
+		Parse: func(ctx context.Context, d *xml.Decoder, start *xml.StartElement) (bool, interface{}, error) {
+			return true, nil, d.Skip()
+		},
+		Negotiate: func(ctx context.Context, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, error) {
+			r := s.TokenReader()
+			defer r.Close()
+			w := s.TokenWriter()
+			defer w.Close()
+			const id = "bind-1"
+			var inner xml.TokenReader
+			if res := s.LocalAddr().Resourcepart(); res != "" {
+				inner = xmlstream.Wrap(xmlstream.Token(xml.CharData(res)), xml.StartElement{Name: xml.Name{Local: "resource"}})
+			}
+			req := stanza.IQ{ID: id, Type: stanza.SetIQ}.Wrap(
+				xmlstream.Wrap(inner, xml.StartElement{Name: xml.Name{Space: nsBind, Local: "bind"}}))
+			if _, err := xmlstream.Copy(w, req); err != nil {
+				return 0, nil, err
+			}
+			if err := w.Flush(); err != nil {
+				return 0, nil, err
+			}
+			var resp struct {
+				stanza.IQ
+				JID   string        `xml:"urn:ietf:params:xml:ns:xmpp-bind bind>jid"`
+				Error *stanza.Error `xml:"error"`
+			}
+			d := xml.NewTokenDecoder(r)
+			tok, err := d.Token()
+			if err != nil {
+				return 0, nil, err
+			}
+			start, ok := tok.(xml.StartElement)
+			if !ok || start.Name.Local != "iq" {
+				return 0, nil, fmt.Errorf("bind: got %v, want an iq", tok)
+			}
+			if err := d.DecodeElement(&resp, &start); err != nil {
+				return 0, nil, err
+			}
+			switch {
+			case resp.ID != id:
+				return 0, nil, fmt.Errorf("bind: response id %q, want %q", resp.ID, id)
+			case resp.Type == stanza.ErrorIQ && resp.Error != nil:
+				return 0, nil, *resp.Error
+			case resp.Type != stanza.ResultIQ:
+				return 0, nil, fmt.Errorf("bind: response type %q", resp.Type)
+			}
+			j, err := jid.Parse(resp.JID)
+			if err != nil {
+				return 0, nil, fmt.Errorf("bind: server assigned %q: %v", resp.JID, err)
+			}
+			s.UpdateAddr(j)
+			return xmpp.Ready, nil, nil
+		},
+	}
 }
 
 // portOf returns the port of srv's listener for f as a string.
@@ -377,6 +444,11 @@ func TestMelliumMessage(t *testing.T) {
 			}
 			if err := pingStrict(ctx, bob.Session, serverJID); err != nil {
 				t.Fatalf("bob's ping: %v", err)
+			}
+			select {
+			case err := <-bob.served:
+				t.Logf("DEBUG bob served: %v", err)
+			default:
 			}
 			for _, to := range []jid.JID{bob.LocalAddr(), bob.LocalAddr().Bare()} {
 				body := "hi bob at " + to.String() + " <&>"

@@ -14,7 +14,9 @@ import (
 	"impetus/internal/auth"
 	"impetus/internal/config"
 	"impetus/internal/modules/version"
+	"impetus/internal/momentum"
 	"impetus/internal/server"
+	"impetus/internal/storage"
 )
 
 const usage = `usage: impetus <command> [arguments]
@@ -23,6 +25,8 @@ commands:
   serve --config FILE [--data DIR]   run the server (data directory defaults to ./data)
   config check FILE                  validate a configuration and print the effective one
   passwd add|set|delete|list ...     manage Momentum password files (file:// and digest://)
+  import-rosters --config FILE [--data DIR] ROSTER.json...
+                                     import Momentum roster documents into storage
   version                            print the version
 `
 
@@ -46,6 +50,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return configCheck(args[2], stdout, stderr)
 	case "passwd":
 		return auth.RunPasswd(args[1:], stdin, stdout, stderr)
+	case "import-rosters":
+		return importRosters(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "%s %s\n", version.Name, version.Version)
 		return 0
@@ -95,5 +101,43 @@ func configCheck(path string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprint(stdout, cfg.Dump())
+	return 0
+}
+
+// importRosters loads Momentum roster JSON into the storage the configuration names.
+func importRosters(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("import-rosters", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file naming the storage")
+	dataDir := fs.String("data", "./data", "data directory")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cfgPath == "" || fs.NArg() == 0 {
+		fmt.Fprint(stderr, "usage: impetus import-rosters --config FILE [--data DIR] ROSTER.json...\n")
+		return 2
+	}
+	cfg, _, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	ds := cfg.Storage(*dataDir)
+	if err := os.MkdirAll(*dataDir, 0o750); err != nil {
+		fmt.Fprintf(stderr, "impetus: %v\n", err)
+		return 1
+	}
+	backend, err := storage.Open(ds.Driver, ds.DSN)
+	if err != nil {
+		fmt.Fprintf(stderr, "impetus: storage: %v\n", err)
+		return 1
+	}
+	defer backend.Close()
+	n, err := momentum.ImportRosters(context.Background(), backend, fs.Args())
+	if err != nil {
+		fmt.Fprintf(stderr, "impetus: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "imported %d roster items\n", n)
 	return 0
 }

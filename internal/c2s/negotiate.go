@@ -326,6 +326,11 @@ func (s *Session) bindPhase(ctx context.Context) error {
 	f := stanza.NewElement(stanza.NSStream, "features")
 	f.AddChild(stanza.NewElement(stanza.NSBind, "bind"))
 	f.AddChild(stanza.NewElement(stanza.NSSession, "session").AddChild(stanza.NewElement(stanza.NSSession, "optional")))
+	if h := s.cfg.Core.Host(s.domain); h != nil {
+		for _, el := range h.StreamFeatures() {
+			f.AddChild(el)
+		}
+	}
 	f.AddChild(s.limitsFeature())
 	if err := s.writeSync(f); err != nil {
 		return err

@@ -65,6 +65,10 @@ type XMPP struct {
 	Enabled    bool       `conf:"enabled"`
 	DebugLevel DebugLevel `conf:"debug_level"`
 	Storage    string     `conf:"storage"` // a Datasource name; "" for the default SQLite file
+	// MaxRosterItems bounds each roster (RFC 6121 §2.3.3 lets a server refuse more).
+	MaxRosterItems int `conf:"max_roster_items"`
+	// MaxOfflineMessages bounds each user's offline store (XEP-0160).
+	MaxOfflineMessages int `conf:"max_offline_messages"`
 }
 
 // Role is a domain's XMPP_Role.

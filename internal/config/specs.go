@@ -107,7 +107,9 @@ func newGlobalSpec() *ScopeSpec {
 		),
 		Scopes: []*ScopeSpec{
 			{Kind: "xmpp", Singleton: true, Doc: "the XMPP module", Options: append(ModuleOptions(),
-				OptionSpec{Name: "storage", Type: TypeString, Doc: "Datasource holding users' data; default SQLite impetus.db in the data directory (Impetus)"})},
+				OptionSpec{Name: "storage", Type: TypeString, Doc: "Datasource holding users' data; default SQLite impetus.db in the data directory (Impetus)"},
+				OptionSpec{Name: "max_roster_items", Type: TypeInt, Default: "1000", Doc: "items one roster may hold; 0 means no bound (Impetus)"},
+				OptionSpec{Name: "max_offline_messages", Type: TypeInt, Default: "100", Doc: "messages kept for one offline user; 0 means no bound (Impetus)"})},
 			{Kind: "xmpp_listener", Singleton: true, Doc: "accepts XMPP client and server streams", Options: listenerOptions(atListener), Scopes: []*ScopeSpec{listen, peer}},
 			{Kind: "domain", Name: NameRequired, Doc: "a domain; #xmpp#name names an XMPP one", Options: []OptionSpec{
 				{Name: "xmpp_role", Type: TypeString, Values: []string{"server", "client"}, Doc: "server: hosted here; client: remote, reached over s2s"},

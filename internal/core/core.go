@@ -200,6 +200,10 @@ func (c *Core) processIQ(ctx context.Context, s module.Session, el *stanza.Eleme
 	if to.Localpart() == "" {
 		target = module.ToServer
 	}
+	if el.Attr("to") == "" {
+		// The client addressed its own account implicitly; results and errors come from it.
+		el.SetAttr("to", to.String())
+	}
 	payload := el.FirstElement()
 	fn := h.IQHandler(target, typ, payload.Space, payload.Local)
 	if fn == nil {
@@ -212,12 +216,7 @@ func (c *Core) processIQ(ctx context.Context, s module.Session, el *stanza.Eleme
 		c.routeError(ctx, el, err)
 		return
 	}
-	reply := stanza.ResultReply(el, res)
-	if el.Attr("to") == "" {
-		// The client addressed its own account implicitly; answer from the bare JID.
-		reply.SetAttr("from", to.String())
-	}
-	c.reply(ctx, s, reply)
+	c.reply(ctx, s, stanza.ResultReply(el, res))
 }
 
 // callIQ runs a handler, turning a panic into internal-server-error so one bad request

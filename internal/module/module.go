@@ -15,6 +15,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"impetus/internal/config"
 	"impetus/internal/router"
 	"impetus/internal/stanza"
 	"impetus/internal/storage"
@@ -155,6 +156,9 @@ type Host struct {
 	Storage storage.Backend
 	// Accounts tells whether an account exists.
 	Accounts router.Accounts
+	// XMPP holds the xmpp scope's settings (limits such as max_roster_items); nil in tests
+	// that build hosts by hand, where modules keep their defaults.
+	XMPP *config.XMPP
 
 	sender          Sender
 	iq              map[iqKey]IQHandler
@@ -166,6 +170,7 @@ type Host struct {
 	presenceIn      []hook
 	presenceDeliver []hook
 	messageOffline  []hook
+	streamFeatures  []*stanza.Element
 	sessionBound    []func(ctx context.Context, s Session)
 	sessionClosed   []func(ctx context.Context, s Session)
 	modules         []Module
@@ -233,6 +238,21 @@ func (h *Host) AddAccountFeature(ns string) {
 
 // AddIdentity advertises a disco identity of the server.
 func (h *Host) AddIdentity(id Identity) { h.identities = append(h.identities, id) }
+
+// AddStreamFeature advertises el in the stream features a client sees after authentication
+// (e.g. roster versioning). A second feature with the same name replaces nothing and is ignored.
+func (h *Host) AddStreamFeature(el *stanza.Element) {
+	for _, f := range h.streamFeatures {
+		if f.Space == el.Space && f.Local == el.Local {
+			return
+		}
+	}
+	h.streamFeatures = append(h.streamFeatures, el)
+}
+
+// StreamFeatures returns the post-authentication stream features modules registered. The
+// elements are shared: serialize them, never modify them.
+func (h *Host) StreamFeatures() []*stanza.Element { return h.streamFeatures }
 
 // Features returns the server's disco features, sorted.
 func (h *Host) Features() []string { return sortedCopy(h.features) }

@@ -130,6 +130,7 @@ func (s *Server) start(ctx context.Context) error {
 	s.core = core.New(s.router, s.log)
 	for _, d := range domains {
 		h := module.NewHost(d, s.router, s.core, s.storage, acc, s.log.With("host", d))
+		h.XMPP = s.cfg.XMPP
 		if err := h.Provision(all.Standard); err != nil {
 			return err
 		}

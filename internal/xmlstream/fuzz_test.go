@@ -348,9 +348,6 @@ func sanitizeElement(e *stanza.Element) *stanza.Element {
 	for _, a := range e.Attrs {
 		c.Attrs = append(c.Attrs, stanza.Attr{Name: a.Name, Value: sanitize(a.Value)})
 	}
-	if len(c.Attrs) == 1 && strings.HasPrefix(c.Attrs[0].Name, "{}") {
-		c.Attrs[0].Name = c.Attrs[0].Name[2:]
-	}
 	for _, n := range e.Children {
 		if n.Elem != nil {
 			c.AddChild(sanitizeElement(n.Elem))

@@ -51,6 +51,9 @@ type Offline struct {
 // Provision implements module.Module.
 func (o *Offline) Provision(h *module.Host) error {
 	o.h = h
+	if h.XMPP != nil {
+		o.Limit = h.XMPP.MaxOfflineMessages
+	}
 	o.arch = h.Storage.Archive(StoreName)
 	o.seed = maphash.MakeSeed()
 	o.flushed = make(map[router.Session]bool)

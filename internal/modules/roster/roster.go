@@ -76,11 +76,16 @@ func ForHost(h *module.Host) *Roster {
 // Provision implements module.Module.
 func (r *Roster) Provision(h *module.Host) error {
 	r.h = h
+	if h.XMPP != nil {
+		r.MaxItems = h.XMPP.MaxRosterItems
+	}
 	r.store = NewStore(h.Storage)
 	r.store.MaxItems = r.MaxItems
 	r.interested = make(map[string]router.Session)
 	h.HandleIQ(module.ToAccount, stanza.Get, NS, "query", r.get)
 	h.HandleIQ(module.ToAccount, stanza.Set, NS, "query", r.set)
+	h.AddStreamFeature(stanza.NewElement(NSVer, "ver"))
+	h.AddStreamFeature(stanza.NewElement(NSPreApproval, "sub"))
 	h.OnSessionClosed(func(_ context.Context, s module.Session) {
 		r.mu.Lock()
 		if r.interested[s.JID().String()] == router.Session(s) {

@@ -77,7 +77,7 @@ func TestRosterSetGetRemove(t *testing.T) {
 
 		// Removing a missing item (§2.5.3).
 		balcony.Input(`<iq type="set" id="r2"><query xmlns="jabber:iq:roster"><item jid="nurse@example.com" subscription="remove"/></query></iq>`)
-		expect(t, "balcony", balcony.Take(), `<iq id="r2" to="juliet@example.com/balcony" type="error"><query xmlns="jabber:iq:roster"><item jid="nurse@example.com" subscription="remove"/></query><error type="cancel"><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>`)
+		expect(t, "balcony", balcony.Take(), `<iq id="r2" to="juliet@example.com/balcony" from="juliet@example.com" type="error"><query xmlns="jabber:iq:roster"><item jid="nurse@example.com" subscription="remove"/></query><error type="cancel"><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>`)
 
 		// A closed session is no longer interested.
 		chamber.Close()

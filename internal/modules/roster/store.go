@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	"impetus/internal/storage"
 	"impetus/internal/stanza"
+	"impetus/internal/storage"
 )
 
 // StoreName is the storage.Map holding rosters: one entry per contact keyed by the contact's
