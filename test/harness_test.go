@@ -121,10 +121,11 @@ type Server struct {
 	CertPath   string // the server's generated self-signed certificate
 	Cert       *x509.Certificate
 
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	exited chan struct{}
-	err    error // the process's exit status, valid once exited is closed
+	cmd      *exec.Cmd
+	stderr   *syncBuffer
+	exited   chan struct{}
+	err      error // the process's exit status, valid once exited is closed
+	stopOnce sync.Once
 }
 
 // Addr4 is the IPv4 listener's address.
@@ -362,13 +363,28 @@ func (s *Server) kill() {
 	}
 }
 
-// stop sends SIGTERM, waits at most stopTimeout, and fails the test when the
-// server hangs or exits with an error; on any failure of the test it logs
-// the server's output, which is where the server explains itself.
+// Stop sends SIGTERM and waits at most stopTimeout for the server to exit,
+// failing the test when it hangs or exits with an error. It is safe to call
+// more than once; the cleanup calls it too.
+func (s *Server) Stop(t testing.TB) {
+	t.Helper()
+	s.stopOnce.Do(func() { s.terminate(t) })
+}
+
+// stop is the cleanup: it stops the server if the test has not and, on any
+// failure of the test, logs the server's output, which is where the server
+// explains itself.
 func (s *Server) stop(t testing.TB) {
+	s.Stop(t)
+	if t.Failed() {
+		t.Logf("impetus output (%s):\n%s", s.Dir, s.Stderr())
+	}
+}
+
+func (s *Server) terminate(t testing.TB) {
 	select {
 	case <-s.exited:
-		t.Errorf("impetus exited before the end of the test: %v", s.err)
+		t.Errorf("impetus exited before it was told to stop: %v", s.err)
 	default:
 		_ = s.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -381,9 +397,6 @@ func (s *Server) stop(t testing.TB) {
 			_ = s.cmd.Process.Kill()
 			<-s.exited
 		}
-	}
-	if t.Failed() {
-		t.Logf("impetus output (%s):\n%s", s.Dir, s.Stderr())
 	}
 }
 
@@ -442,4 +455,28 @@ func (s *Server) port(t testing.TB, f family) int {
 	_, p, _ := net.SplitHostPort(s.addr(t, f))
 	n, _ := strconv.Atoi(p)
 	return n
+}
+
+// TestServerShutdown checks the harness's own contract with the binary and
+// the server's behaviour on SIGTERM: the data directory gets the generated
+// certificate, and connected clients are told <system-shutdown/> (RFC 6120
+// §4.9.3.17) before the process exits cleanly.
+func TestServerShutdown(t *testing.T) {
+	t.Parallel()
+	srv := StartServer(t, ServerOptions{Users: map[string]string{"alice": "pw"}, NoIPv6: true})
+	if want := filepath.Join(srv.Dir, "tls", "selfsigned.crt"); srv.CertPath != want {
+		t.Errorf("self-signed certificate at %s, documented as %s", srv.CertPath, want)
+	}
+	if err := srv.Cert.VerifyHostname(testDomain); err != nil {
+		t.Errorf("generated certificate does not name the hosted domain: %v", err)
+	}
+
+	bound := dialRaw(t, srv)
+	bound.login(srv, "alice", "pw", "shutdown")
+	fresh := dialRaw(t, srv)
+	fresh.open()
+
+	srv.Stop(t)
+	bound.expectStreamError("system-shutdown")
+	fresh.expectStreamError("system-shutdown")
 }

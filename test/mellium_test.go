@@ -42,8 +42,9 @@ type receivedMessage struct {
 // which mellium needs in order to match iq responses to requests.
 type melliumClient struct {
 	*xmpp.Session
-	msgs   chan receivedMessage
-	served chan error // receives Serve's result when the session ends
+	msgs     chan receivedMessage
+	done     chan struct{} // closed when Serve returns
+	serveErr error         // Serve's result, valid once done is closed
 }
 
 // dialMellium connects to srv over family f and negotiates STARTTLS, SASL
@@ -157,12 +158,15 @@ func connectMellium(t *testing.T, srv *Server, f family, user, pass, resource st
 	if err != nil {
 		t.Fatalf("%s login as %s over %s: %v", mech.Name, user, f.name, err)
 	}
-	c := &melliumClient{Session: s, msgs: make(chan receivedMessage, 16), served: make(chan error, 1)}
-	go func() { c.served <- s.Serve(xmpp.HandlerFunc(c.handle)) }()
+	c := &melliumClient{Session: s, msgs: make(chan receivedMessage, 16), done: make(chan struct{})}
+	go func() {
+		c.serveErr = s.Serve(xmpp.HandlerFunc(c.handle))
+		close(c.done)
+	}()
 	t.Cleanup(func() {
 		_ = s.Close()
 		select {
-		case <-c.served:
+		case <-c.done:
 		case <-time.After(closeTimeout):
 			t.Errorf("%s: the server did not close the stream within %v of </stream:stream>", s.LocalAddr(), closeTimeout)
 		}
@@ -177,8 +181,10 @@ func (c *melliumClient) handle(r xmlstream.TokenReadEncoder, start *xml.StartEle
 	if start.Name.Local != "message" {
 		return nil
 	}
+	// The reader starts after the start element, which the decoder must see
+	// to match the end element.
 	var m receivedMessage
-	if err := xml.NewTokenDecoder(r).DecodeElement(&m, start); err != nil {
+	if err := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), r)).Decode(&m); err != nil {
 		return err
 	}
 	select {
@@ -224,23 +230,54 @@ func TestMelliumLogin(t *testing.T) {
 	}
 }
 
-// TestMelliumLoginTLS12 checks that a client limited to TLS 1.2 can still log
-// in; SCRAM without channel binding is used because mellium binds to
-// tls-unique on TLS 1.2, which the server rightly does not offer.
+// TestMelliumLoginTLS12 checks that a client limited to TLS 1.2 can log in,
+// with SCRAM and with SCRAM-PLUS, for which mellium binds to tls-unique on
+// TLS 1.2 (RFC 5929 §3).
 func TestMelliumLoginTLS12(t *testing.T) {
 	t.Parallel()
 	srv := StartServer(t, ServerOptions{Users: map[string]string{"alice": "pw"}})
-	cfg := srv.TLSConfig()
-	cfg.MaxVersion = tls.VersionTLS12
+	for _, mech := range []sasl.Mechanism{sasl.ScramSha256, sasl.ScramSha256Plus, sasl.ScramSha1Plus} {
+		t.Run(mech.Name, func(t *testing.T) {
+			t.Parallel()
+			cfg := srv.TLSConfig()
+			cfg.MaxVersion = tls.VersionTLS12
+			ctx, cancel := context.WithTimeout(context.Background(), negotiateTimeout)
+			defer cancel()
+			s, err := dialMellium(ctx, srv, families[0], cfg, "alice", "pw", "old", mech)
+			if err != nil {
+				t.Fatalf("%s login over TLS 1.2: %v", mech.Name, err)
+			}
+			defer s.Conn().Close()
+			if v := s.ConnectionState().Version; v != tls.VersionTLS12 {
+				t.Errorf("negotiated TLS version %#x, want TLS 1.2", v)
+			}
+		})
+	}
+}
+
+// TestMelliumServerAssignedResource binds with mellium's own
+// xmpp.BindResource and no requested resource, so the server must generate
+// one (RFC 6120 §7.6.2.1) and report it in the bind result.
+func TestMelliumServerAssignedResource(t *testing.T) {
+	t.Parallel()
+	srv := StartServer(t, ServerOptions{Users: map[string]string{"alice": "pw"}, NoIPv6: true})
 	ctx, cancel := context.WithTimeout(context.Background(), negotiateTimeout)
 	defer cancel()
-	s, err := dialMellium(ctx, srv, families[0], cfg, "alice", "pw", "old", sasl.ScramSha256)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", srv.Addr4())
 	if err != nil {
-		t.Fatalf("login over TLS 1.2: %v", err)
+		t.Fatal(err)
 	}
-	defer s.Conn().Close()
-	if v := s.ConnectionState().Version; v != tls.VersionTLS12 {
-		t.Errorf("negotiated TLS version %#x, want TLS 1.2", v)
+	defer conn.Close()
+	s, err := xmpp.NewClientSession(ctx, jid.MustParse("alice@"+testDomain), conn,
+		xmpp.StartTLS(srv.TLSConfig()), xmpp.SASL("", "pw", sasl.ScramSha256Plus), xmpp.BindResource())
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	defer s.Close()
+	got := s.LocalAddr()
+	if got.Bare().String() != "alice@"+testDomain || got.Resourcepart() == "" {
+		t.Errorf("bound %q, want alice@%s with a server-generated resource", got, testDomain)
 	}
 }
 
@@ -402,13 +439,11 @@ func TestMelliumResourceConflict(t *testing.T) {
 	second := connectMellium(t, srv, families[0], "alice", "pw", "phone", sasl.ScramSha256)
 
 	select {
-	case err := <-first.served:
+	case <-first.done:
 		var se stream.Error
-		if !errors.As(err, &se) || se.Err != "conflict" {
-			t.Fatalf("first session ended with %v, want stream error <conflict/>", err)
+		if !errors.As(first.serveErr, &se) || se.Err != "conflict" {
+			t.Fatalf("first session ended with %v, want stream error <conflict/>", first.serveErr)
 		}
-		// The cleanup waits for this again; give it the value back.
-		first.served <- err
 	case <-time.After(10 * time.Second):
 		t.Fatal("first session was not ended within 10 s of a second bind of the same resource")
 	}
@@ -445,11 +480,6 @@ func TestMelliumMessage(t *testing.T) {
 			if err := pingStrict(ctx, bob.Session, serverJID); err != nil {
 				t.Fatalf("bob's ping: %v", err)
 			}
-			select {
-			case err := <-bob.served:
-				t.Logf("DEBUG bob served: %v", err)
-			default:
-			}
 			for _, to := range []jid.JID{bob.LocalAddr(), bob.LocalAddr().Bare()} {
 				body := "hi bob at " + to.String() + " <&>"
 				msg := stanza.Message{To: to, Type: stanza.ChatMessage}
@@ -480,6 +510,15 @@ func TestMelliumMessage(t *testing.T) {
 				t.Errorf("alice received %+v; a delivered message must not bounce", m)
 			default:
 			}
+
+			// An iq to another user's full JID is routed to that client,
+			// whose answer (mellium's automatic service-unavailable for a
+			// payload it has no handler for) is routed back.
+			_, err := version.Get(ctx, alice.Session, bob.LocalAddr())
+			var se stanza.Error
+			if !errors.As(err, &se) || se.Condition != stanza.ServiceUnavailable {
+				t.Errorf("version query to bob's client: got %v, want bob's service-unavailable routed back", err)
+			}
 		})
 	}
 }
@@ -494,7 +533,11 @@ func TestPasswdAddReload(t *testing.T) {
 	cmd := exec.CommandContext(ctx, serverBin, "passwd", "add", srv.PasswdPath, "carol")
 	cmd.Stdin = strings.NewReader("carol's pass\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("impetus passwd add: %v\n%s", err, out)
+		t.Fatalf("impetus passwd add (password on stdin): %v\n%s", err, out)
+	}
+	cmd = exec.CommandContext(ctx, serverBin, "passwd", "add", srv.PasswdPath, "dave", "--password", "dave pw")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("impetus passwd add --password: %v\n%s", err, out)
 	}
 	// The reload is asynchronous (a watcher or a poll), so log in again
 	// until it takes effect, within a bound.
@@ -512,12 +555,15 @@ func TestPasswdAddReload(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// The existing account must survive the rewrite of the file.
-	lctx, lcancel := context.WithTimeout(ctx, negotiateTimeout)
-	defer lcancel()
-	s, err := dialMellium(lctx, srv, families[0], srv.TLSConfig(), "alice", "pw", "r", sasl.Plain)
-	if err != nil {
-		t.Fatalf("alice cannot log in after `impetus passwd add carol`: %v", err)
+	// The account added with --password and the one that was there before
+	// must both work after the rewrites of the file.
+	for _, acct := range [][2]string{{"dave", "dave pw"}, {"alice", "pw"}} {
+		lctx, lcancel := context.WithTimeout(ctx, negotiateTimeout)
+		s, err := dialMellium(lctx, srv, families[0], srv.TLSConfig(), acct[0], acct[1], "r", sasl.Plain)
+		lcancel()
+		if err != nil {
+			t.Fatalf("%s cannot log in after `impetus passwd add`: %v", acct[0], err)
+		}
+		s.Conn().Close()
 	}
-	s.Conn().Close()
 }

@@ -105,10 +105,17 @@ type rawConn struct {
 type transcriptWriter struct{ buf *bytes.Buffer }
 
 func (w transcriptWriter) Write(p []byte) (int, error) {
-	w.buf.WriteString("S: ")
-	w.buf.Write(p)
-	w.buf.WriteString("\n")
+	w.buf.WriteString("S: " + clip(string(p)) + "\n")
 	return len(p), nil
+}
+
+// clip shortens the huge stanzas of the size-limit tests in transcripts.
+func clip(s string) string {
+	const max = 1500
+	if len(s) <= max {
+		return s
+	}
+	return fmt.Sprintf("%s ...(%d bytes in all)... %s", s[:max-200], len(s), s[len(s)-200:])
 }
 
 // dialRaw opens a TCP connection to srv's IPv4 listener.
@@ -138,7 +145,7 @@ func (c *rawConn) resetDecoder() {
 // send writes raw XML.
 func (c *rawConn) send(s string) {
 	c.t.Helper()
-	fmt.Fprintf(c.trans, "C: %s\n", s)
+	fmt.Fprintf(c.trans, "C: %s\n", clip(s))
 	_ = c.conn.SetWriteDeadline(time.Now().Add(rawTimeout))
 	if _, err := io.WriteString(c.conn, s); err != nil {
 		c.t.Fatalf("writing %q: %v", s, err)
@@ -244,15 +251,21 @@ func (c *rawConn) open() (xml.StartElement, *element) {
 	return h, f
 }
 
-// startTLS negotiates STARTTLS and reopens the stream, returning the new
-// features.
+// startTLS negotiates STARTTLS with the server's pinned configuration and
+// reopens the stream, returning the new features.
 func (c *rawConn) startTLS(srv *Server) *element {
+	c.t.Helper()
+	return c.startTLSWith(srv.TLSConfig())
+}
+
+// startTLSWith is startTLS with a caller-provided TLS configuration.
+func (c *rawConn) startTLSWith(cfg *tls.Config) *element {
 	c.t.Helper()
 	c.send(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`)
 	if p := c.mustElement("<proceed/>"); !p.is(nsTLS, "proceed") {
 		c.t.Fatalf("STARTTLS answered with %s, want <proceed/>", p)
 	}
-	tc := tls.Client(c.tcp, srv.TLSConfig())
+	tc := tls.Client(c.tcp, cfg)
 	_ = tc.SetDeadline(time.Now().Add(rawTimeout))
 	if err := tc.Handshake(); err != nil {
 		c.t.Fatalf("TLS handshake: %v", err)
@@ -299,9 +312,9 @@ func (c *rawConn) login(srv *Server, user, pass, resource string) (features *ele
 	return features, c.bind(resource)
 }
 
-// expectStreamError reads until a stream error, checks its condition, and
-// checks that the server then closes the stream and the connection
-// (RFC 6120 §4.9.1.1).
+// expectStreamError reads until a stream error, checks its condition (one
+// of several when cond lists them separated by "|"), and checks that the
+// server then closes the stream and the connection (RFC 6120 §4.9.1.1).
 func (c *rawConn) expectStreamError(cond string) {
 	c.t.Helper()
 	var e *element
@@ -322,7 +335,7 @@ func (c *rawConn) expectStreamError(cond string) {
 			got = ch.XMLName.Local
 		}
 	}
-	if got != cond {
+	if !slices.Contains(strings.Split(cond, "|"), got) {
 		c.t.Fatalf("stream error %s, want <%s xmlns='%s'/>", e, cond, nsStreamErrors)
 	}
 	c.expectClose()
@@ -423,6 +436,45 @@ func TestRawStreamHeader(t *testing.T) {
 		c.send(`</stream:stream>`)
 		c.expectClose()
 	}
+
+	// RFC 6120 §4.7.2: when the client's header carries 'from', the
+	// server's response header MUST carry 'to' set to that bare JID.
+	t.Run("to echoes from", func(t *testing.T) {
+		c := dialRaw(t, srv)
+		c.send(`<?xml version='1.0'?><stream:stream from='alice@localhost' to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>`)
+		h, err := c.readHeader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := ""
+		for _, a := range h.Attr {
+			if a.Name.Space == "" && a.Name.Local == "to" {
+				to = a.Value
+			}
+		}
+		if to != "alice@localhost" {
+			t.Errorf("response header to = %q after from='alice@localhost', want alice@localhost (RFC 6120 §4.7.2)", to)
+		}
+	})
+
+	// RFC 6120 §4.7.5: a higher version from the client is answered with
+	// the server's own (1.0), and it is up to the client to give up.
+	t.Run("higher version", func(t *testing.T) {
+		c := dialRaw(t, srv)
+		c.send(`<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='2.1'>`)
+		h, err := c.readHeader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range h.Attr {
+			if a.Name.Space == "" && a.Name.Local == "version" && a.Value != "1.0" {
+				t.Errorf("response header version = %q to a 2.1 client, want 1.0", a.Value)
+			}
+		}
+		if f := c.mustElement("<stream:features/>"); !f.is(nsStream, "features") {
+			t.Errorf("a 2.1 client got %s, want the stream features", f)
+		}
+	})
 }
 
 // TestRawPlainNeedsTLS checks that PLAIN is not offered, and not accepted,
@@ -546,6 +598,28 @@ func TestRawStreamErrors(t *testing.T) {
 			want:          "not-well-formed",
 		},
 		{
+			// RFC 6120 §11.6: UTF-8 only; §4.9.3.22 names the condition.
+			name:    "non-UTF-8 encoding declaration",
+			opening: `<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>`,
+			want:    "unsupported-encoding",
+		},
+		{
+			// RFC 6120 §4.9.3.22: improperly encoded UTF-8 is also
+			// unsupported-encoding.
+			name:          "invalid UTF-8",
+			opening:       goodHeader,
+			afterFeatures: "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls' a='\xff\xfe'/>",
+			want:          "unsupported-encoding",
+		},
+		{
+			// RFC 6120 §11.1: entity references other than the five
+			// predefined ones are restricted XML.
+			name:          "entity reference",
+			opening:       goodHeader,
+			afterFeatures: `<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>&xxe;</auth>`,
+			want:          "restricted-xml",
+		},
+		{
 			name:          "stanza before authentication",
 			opening:       goodHeader,
 			afterFeatures: `<message to='alice@localhost' type='chat'><body>hi</body></message>`,
@@ -617,7 +691,7 @@ func TestRawStanzaLimit(t *testing.T) {
 	// stanza is written concurrently and a failed write is not an error:
 	// the stream error is what is checked.
 	sendBig := func(c *rawConn, stanza string) {
-		c.trans.WriteString(fmt.Sprintf("C: (%d bytes) %s...\n", len(stanza), stanza[:80]))
+		c.trans.WriteString("C: " + clip(stanza) + "\n")
 		conn := c.conn
 		go func() {
 			_ = conn.SetWriteDeadline(time.Now().Add(rawTimeout))
@@ -655,4 +729,105 @@ func TestRawStanzaLimit(t *testing.T) {
 			t.Fatalf("a %d-byte body to self came back as %.200s", len(body), m)
 		}
 	})
+}
+
+// TestRawBoundStreamErrors checks the stream errors a bound session gets for
+// input the server must not accept there (RFC 6120 §4.9.3, §8.1.2.1, §11).
+func TestRawBoundStreamErrors(t *testing.T) {
+	t.Parallel()
+	srv := StartServer(t, ServerOptions{Users: map[string]string{"alice": "pw", "bob": "pw"}, NoIPv6: true})
+	cases := []struct {
+		name, send, want string
+	}{
+		// §8.1.2.1: a 'from' other than the session's own JID is spoofing.
+		{"spoofed from", `<message from='bob@localhost/x' to='alice@localhost'><body>it was bob</body></message>`, "invalid-from"},
+		{"spoofed bare from", `<message from='bob@localhost' to='alice@localhost'><body>it was bob</body></message>`, "invalid-from"},
+		// §4.9.3.24: only message, presence and iq are stanzas.
+		{"unknown top-level element", `<query xmlns='jabber:client'/>`, "unsupported-stanza-type"},
+		// §4.9.3.24 covers "does not understand the namespace" as well as
+		// §4.9.3.10 does a wrong content namespace; either is right.
+		{"stanza in a foreign namespace", `<message xmlns='jabber:server' to='alice@localhost'><body>x</body></message>`, "unsupported-stanza-type|invalid-namespace"},
+		{"mismatched end tag", `<message to='alice@localhost'><body>x</message></body>`, "not-well-formed"},
+		{"entity reference", `<message to='alice@localhost'><body>&xxe;</body></message>`, "restricted-xml"},
+		{"comment", `<message to='alice@localhost'><!-- hi --><body>x</body></message>`, "restricted-xml"},
+		{"invalid UTF-8", "<message to='alice@localhost'><body>\xc3\x28</body></message>", "unsupported-encoding"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := dialRaw(t, srv)
+			// Each case binds its own resource: a shared one would make the
+			// parallel cases replace one another with <conflict/>.
+			c.login(srv, "alice", "pw", fmt.Sprintf("case%d", i))
+			c.send(tc.send)
+			c.expectStreamError(tc.want)
+		})
+	}
+}
+
+// TestRawStanzaErrors checks stanza-level answers in a bound session: a
+// character reference is data, not restricted XML; an invalid 'to' gets
+// jid-malformed (RFC 6120 §8.3.3.8); a get with two payloads gets
+// bad-request (§8.2.3); an iq to an unknown local user gets
+// service-unavailable (RFC 6121 §8.5.1); and a whitespace keepalive
+// between stanzas is accepted.
+func TestRawStanzaErrors(t *testing.T) {
+	t.Parallel()
+	srv := StartServer(t, ServerOptions{Users: map[string]string{"alice": "pw"}, NoIPv6: true})
+	c := dialRaw(t, srv)
+	_, full := c.login(srv, "alice", "pw", "r")
+
+	iqError := func(what, id string) string {
+		t.Helper()
+		e := c.mustElement(what)
+		if !e.is(nsClient, "iq") || e.attr("id") != id {
+			t.Fatalf("%s answered with %s", what, e)
+		}
+		if e.attr("type") != "error" {
+			t.Errorf("%s answered with %s, want an error", what, e)
+			return ""
+		}
+		if errEl := e.child(nsClient, "error"); errEl != nil {
+			for _, ch := range errEl.Children {
+				if ch.XMLName.Space == "urn:ietf:params:xml:ns:xmpp-stanzas" && ch.XMLName.Local != "text" {
+					return ch.XMLName.Local
+				}
+			}
+		}
+		t.Errorf("%s: error %s has no RFC 6120 condition", what, e)
+		return ""
+	}
+
+	t.Run("character reference", func(t *testing.T) {
+		c.send(" \n\t ") // a whitespace keepalive
+		c.send(fmt.Sprintf(`<message to='%s' id='cr'><body>&#x41;&#66;&lt;&amp;&gt;&quot;&apos;</body></message>`, full))
+		m := c.mustElement("the message to self")
+		if b := m.child(nsClient, "body"); b == nil || b.Text != `AB<&>"'` {
+			t.Errorf("body came back as %s, want AB<&>\"'", m)
+		}
+	})
+
+	t.Run("malformed to", func(t *testing.T) {
+		c.send(`<iq type='get' id='jm' to='a@b@c'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		if got := iqError("an iq to a@b@c", "jm"); got != "jid-malformed" {
+			t.Errorf("iq to a@b@c: condition %q, want jid-malformed", got)
+		}
+	})
+
+	t.Run("two payloads", func(t *testing.T) {
+		c.send(`<iq type='get' id='two' to='localhost'><ping xmlns='urn:xmpp:ping'/><query xmlns='jabber:iq:version'/></iq>`)
+		if got := iqError("an iq get with two payloads", "two"); got != "bad-request" {
+			t.Errorf("iq get with two payloads: condition %q, want bad-request", got)
+		}
+	})
+
+	t.Run("unknown user", func(t *testing.T) {
+		c.send(`<iq type='get' id='nu' to='nobody@localhost/x'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		if got := iqError("an iq to a user that does not exist", "nu"); got != "service-unavailable" {
+			t.Errorf("iq to nobody@localhost/x: condition %q, want service-unavailable", got)
+		}
+	})
+
+	c.send(`</stream:stream>`)
+	c.expectClose()
 }

@@ -157,44 +157,86 @@ func TestSlixmppLogin(t *testing.T) {
 	digest := StartServer(t, ServerOptions{DigestUsers: map[string]string{user: pass}})
 
 	cases := []struct {
+		name string
 		mech string
 		srv  *Server
-		// wantFail means the login must end in a SASL <failure/> rather
-		// than a session.
-		wantFail bool
+		// noCB makes slixmpp's SCRAM send gs2 flag "n" instead of "y".
+		noCB bool
+		// tls12 caps slixmpp at TLS 1.2, where tls-unique is defined.
+		tls12 bool
+		// wantFail is the SASL condition that must end the attempt instead
+		// of a session; empty when the login must succeed.
+		wantFail string
 	}{
-		{mech: "PLAIN", srv: plain},
-		{mech: "SCRAM-SHA-1", srv: plain},
-		{mech: "SCRAM-SHA-256", srv: plain},
-		{mech: "SCRAM-SHA-512", srv: plain},
-		{mech: "DIGEST-MD5", srv: digest},
-		// slixmpp's -PLUS mechanisms bind only to tls-unique, which RFC 9266
-		// leaves undefined for TLS 1.3 and which the server does not offer
-		// (it offers tls-exporter and tls-server-end-point), so the right
-		// outcome is a clean SASL <failure/>, not a session, a stream error
-		// or a hang.
-		{mech: "SCRAM-SHA-1-PLUS", srv: plain, wantFail: true},
-		{mech: "SCRAM-SHA-256-PLUS", srv: plain, wantFail: true},
-		{mech: "SCRAM-SHA-512-PLUS", srv: plain, wantFail: true},
+		{name: "PLAIN", mech: "PLAIN", srv: plain},
+		{name: "DIGEST-MD5", mech: "DIGEST-MD5", srv: digest},
+		// slixmpp's SCRAM, as a client without channel binding runs it.
+		{name: "SCRAM-SHA-1/gs2-n", mech: "SCRAM-SHA-1", srv: plain, noCB: true},
+		{name: "SCRAM-SHA-256/gs2-n", mech: "SCRAM-SHA-256", srv: plain, noCB: true},
+		{name: "SCRAM-SHA-512/gs2-n", mech: "SCRAM-SHA-512", srv: plain, noCB: true},
+		// Stock slixmpp 1.8 sends gs2 flag "y" ("I can bind, you cannot")
+		// on non-PLUS SCRAM whenever it can read tls-unique. The server
+		// advertises -PLUS mechanisms, so RFC 5802 §6 requires it to fail
+		// the exchange as a possible downgrade; a session here would mean
+		// the downgrade protection is missing.
+		{name: "SCRAM-SHA-1/gs2-y", mech: "SCRAM-SHA-1", srv: plain, wantFail: "not-authorized"},
+		{name: "SCRAM-SHA-256/gs2-y", mech: "SCRAM-SHA-256", srv: plain, wantFail: "not-authorized"},
+		{name: "SCRAM-SHA-512/gs2-y", mech: "SCRAM-SHA-512", srv: plain, wantFail: "not-authorized"},
+		// slixmpp's -PLUS mechanisms bind only to tls-unique. RFC 9266
+		// leaves it undefined for TLS 1.3, which the server rightly does
+		// not offer it on (XEP-0440 advertises tls-exporter and
+		// tls-server-end-point there), so on TLS 1.3 the exchange must end
+		// in a SASL <failure/>, not a session, a stream error or a hang.
+		{name: "SCRAM-SHA-1-PLUS/TLS1.3", mech: "SCRAM-SHA-1-PLUS", srv: plain, wantFail: "any"},
+		{name: "SCRAM-SHA-256-PLUS/TLS1.3", mech: "SCRAM-SHA-256-PLUS", srv: plain, wantFail: "any"},
+		{name: "SCRAM-SHA-512-PLUS/TLS1.3", mech: "SCRAM-SHA-512-PLUS", srv: plain, wantFail: "any"},
+		// On TLS 1.2 the server offers tls-unique, so slixmpp's -PLUS works.
+		{name: "SCRAM-SHA-1-PLUS/TLS1.2", mech: "SCRAM-SHA-1-PLUS", srv: plain, tls12: true},
+		{name: "SCRAM-SHA-256-PLUS/TLS1.2", mech: "SCRAM-SHA-256-PLUS", srv: plain, tls12: true},
+		{name: "SCRAM-SHA-512-PLUS/TLS1.2", mech: "SCRAM-SHA-512-PLUS", srv: plain, tls12: true},
+		{name: "PLAIN/TLS1.2", mech: "PLAIN", srv: plain, tls12: true},
 	}
 	for _, f := range families {
 		for _, tc := range cases {
-			t.Run(f.name+"/"+tc.mech, func(t *testing.T) {
+			t.Run(f.name+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
-				res := runSlix(t, tc.srv, f, "login", "--jid", user+"@"+testDomain, "--password", pass, "--mech", tc.mech)
-				if tc.wantFail {
-					if res.OK {
-						t.Fatalf("%s with p=tls-unique succeeded; the server does not advertise tls-unique", tc.mech)
-					}
+				args := []string{"--jid", user + "@" + testDomain, "--password", pass, "--mech", tc.mech}
+				if tc.noCB {
+					args = append(args, "--no-channel-binding")
+				}
+				if tc.tls12 {
+					args = append(args, "--tls12")
+				}
+				res := runSlix(t, tc.srv, f, "login", args...)
+				t.Logf("%s: ok=%v jid=%q gs2=%q error=%q text=%q", tc.mech, res.OK, res.JID, res.GS2Flag, res.Error, res.Text)
+				// The cases are about what slixmpp actually sent; a different
+				// gs2 flag means the case no longer tests what it says.
+				want := map[bool]string{true: "n", false: "y"}[tc.noCB]
+				if strings.HasSuffix(tc.mech, "-PLUS") {
+					want = "p=tls-unique"
+				}
+				if strings.HasPrefix(tc.mech, "SCRAM-") && res.GS2Flag != want {
+					t.Fatalf("slixmpp sent gs2 flag %q with %s, the case expects %q", res.GS2Flag, tc.mech, want)
+				}
+				switch {
+				case tc.wantFail != "" && res.OK:
+					t.Fatalf("%s (gs2 flag %q) logged in as %s; want a SASL <failure/>", tc.mech, res.GS2Flag, res.JID)
+				case tc.wantFail == "any":
 					if !slices.Contains(saslConditions, res.Error) {
-						t.Fatalf("%s with p=tls-unique: want a SASL <failure/>, got %q (stream error %q)", tc.mech, res.Error, res.StreamErr)
+						t.Fatalf("%s: want a SASL <failure/>, got %q (stream error %q)", tc.mech, res.Error, res.StreamErr)
 					}
-					return
-				}
-				if !res.OK {
+				case tc.wantFail != "":
+					if res.Error != tc.wantFail {
+						t.Fatalf("%s (gs2 flag %q): got %q %q, want SASL failure %s", tc.mech, res.GS2Flag, res.Error, res.Text, tc.wantFail)
+					}
+				case !res.OK:
 					t.Fatalf("login with %s failed: %s %s (gs2 flag %q, stream error %q)", tc.mech, res.Error, res.Text, res.GS2Flag, res.StreamErr)
+				default:
+					checkSession(t, res, user, f)
+					if tc.tls12 && res.TLS != "TLSv1.2" {
+						t.Errorf("slixmpp negotiated %s, the case asks for TLSv1.2", res.TLS)
+					}
 				}
-				checkSession(t, res, user, f)
 			})
 		}
 	}

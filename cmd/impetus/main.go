@@ -24,6 +24,7 @@ const usage = `usage: impetus <command> [arguments]
 commands:
   serve --config FILE [--data DIR]   run the server (data directory defaults to ./data)
   config check FILE                  validate a configuration and print the effective one
+  ctl COMMAND [ARGS...]              talk to a running server: sessions, kick, stats, reopen, reload
   passwd add|set|delete|list ...     manage Momentum password files (file:// and digest://)
   import-rosters --config FILE [--data DIR] ROSTER.json...
                                      import Momentum roster documents into storage
@@ -48,6 +49,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return configCheck(args[2], stdout, stderr)
+	case "ctl":
+		return ctl(args[1:], stdout, stderr)
 	case "passwd":
 		return auth.RunPasswd(args[1:], stdin, stdout, stderr)
 	case "import-rosters":

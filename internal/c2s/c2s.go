@@ -22,6 +22,7 @@ import (
 
 	"impetus/internal/auth"
 	"impetus/internal/core"
+	"impetus/internal/observe"
 	"impetus/internal/stanza"
 	"impetus/internal/transport"
 	"impetus/internal/xmlstream"
@@ -53,6 +54,8 @@ type Config struct {
 	// MaxAuthFailures closes the stream after this many failed SASL attempts.
 	MaxAuthFailures int
 	Log             *slog.Logger
+	// Observer, when set, is told about every stanza read from and queued for the client.
+	Observer observe.Observer
 }
 
 // Session is one client stream.
@@ -63,6 +66,7 @@ type Session struct {
 	w      *transport.Writer // set at bind; before that, writes are synchronous
 	log    *slog.Logger
 	remote string
+	since  time.Time
 
 	id         string
 	domain     string
@@ -89,7 +93,7 @@ func newStreamID() string {
 
 // Serve runs a client stream whose header dec has already read. It returns when the stream ends.
 func Serve(ctx context.Context, nc net.Conn, dec *xmlstream.Decoder, hdr *xmlstream.Header, cfg *Config) {
-	s := &Session{cfg: cfg, nc: nc, dec: dec, remote: nc.RemoteAddr().String()}
+	s := &Session{cfg: cfg, nc: nc, dec: dec, remote: nc.RemoteAddr().String(), since: time.Now()}
 	s.log = cfg.Log.With("remote", s.remote)
 	defer s.shutdown(ctx)
 	if cfg.HandshakeTimeout > 0 {
@@ -117,6 +121,9 @@ func (s *Session) Deliver(el *stanza.Element) {
 	if s.w == nil {
 		return
 	}
+	if o := s.cfg.Observer; o != nil {
+		o.StanzaDelivered(s.remote, el)
+	}
 	_ = s.w.Append(func(dst []byte) []byte { return el.AppendXML(dst, stanza.NSClient) })
 }
 
@@ -127,6 +134,12 @@ func (s *Session) Send(el *stanza.Element) { s.Deliver(el) }
 func (s *Session) Replaced() {
 	go s.closeWith(stanza.NewStreamError("conflict", "replaced by a new session with the same resource"))
 }
+
+// Remote returns the client's address: ip:port, or the unix socket's name.
+func (s *Session) Remote() string { return s.remote }
+
+// Since returns when the client connected.
+func (s *Session) Since() time.Time { return s.since }
 
 // TLSState returns the connection's TLS state, or nil.
 func (s *Session) TLSState() *tls.ConnectionState { return s.tlsState }
@@ -354,6 +367,9 @@ func (s *Session) readLoop(ctx context.Context) {
 		if err := s.stampFrom(el); err != nil {
 			s.fail(err)
 			return
+		}
+		if o := s.cfg.Observer; o != nil {
+			o.StanzaReceived(s.remote, el)
 		}
 		if el.Local == "iq" && s.sessionIQ(el) {
 			continue

@@ -15,8 +15,12 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"impetus/internal/listener"
+	"impetus/internal/metrics"
+	"impetus/internal/observe"
 	"impetus/internal/sasl"
 	"impetus/internal/stanza"
+	"impetus/internal/tlsconf"
 	"impetus/internal/transport"
 	"impetus/internal/xmlstream"
 )
@@ -53,7 +57,12 @@ func (s *Session) negotiate(ctx context.Context, hdr *xmlstream.Header) error {
 				}
 			}
 			if s.username != "" {
-				return s.bindPhase(ctx)
+				if err := s.bindPhase(ctx); err != nil {
+					return err
+				}
+				// The handshake is over: the stream no longer counts against the Listen's concurrency.
+				listener.Established(ctx)
+				return nil
 			}
 		case stanza.IsStanza(el, stanza.NSClient):
 			return stanza.NewStreamError("not-authorized", "authenticate before sending stanzas")
@@ -96,7 +105,7 @@ func (s *Session) mechanisms() []string {
 	if s.cfg.Auth == nil {
 		return nil
 	}
-	return sasl.Mechanisms(s.cfg.Auth.Capabilities(), s.tlsState != nil, s.cfg.AllowPlainWithoutTLS)
+	return sasl.WithExternal(sasl.Mechanisms(s.cfg.Auth.Capabilities(), s.tlsState != nil, s.cfg.AllowPlainWithoutTLS), s.tlsState)
 }
 
 // preAuthFeatures lists STARTTLS, the SASL mechanisms, the XEP-0440 channel-binding types and the
@@ -165,6 +174,11 @@ func (s *Session) startTLS() error {
 		return err
 	}
 	st := tc.ConnectionState()
+	// Under the unset tls_verify_mode a presented certificate is checked only now, so that a
+	// failure never ends the handshake; a verified one enables SASL EXTERNAL.
+	if err := tlsconf.CompleteVerification(&st, s.cfg.TLS); err != nil {
+		s.log.Info("client certificate not verified", "err", err)
+	}
 	s.tlsState = &st
 	s.nc = tc
 	s.dec.Reset(tc)
@@ -284,8 +298,9 @@ func (s *Session) saslSuccess(neg sasl.Negotiator, mech string, additional []byt
 	s.username = user
 	s.jid = bare
 	s.log = s.log.With("user", bare.String())
+	metrics.Default.Auth(mech, true)
 	if s.cfg.LogAuthentication {
-		s.log.Info("authentication succeeded", "mechanism", mech)
+		s.log.Log(context.Background(), observe.LevelAuth, "authentication succeeded", "mechanism", mech)
 	} else {
 		s.log.Debug("authentication succeeded", "mechanism", mech)
 	}
@@ -296,8 +311,9 @@ func (s *Session) saslSuccess(neg sasl.Negotiator, mech string, additional []byt
 // saslFailure reports a failed attempt; too many end the stream.
 func (s *Session) saslFailure(f *sasl.Failure, mech, user string) error {
 	s.authFails++
+	metrics.Default.Auth(mech, false)
 	if s.cfg.LogAuthentication {
-		s.log.Info("authentication failed", "mechanism", mech, "username", user, "condition", f.Condition)
+		s.log.Log(context.Background(), observe.LevelAuth, "authentication failed", "mechanism", mech, "username", user, "condition", f.Condition)
 	} else {
 		s.log.Debug("authentication failed", "mechanism", mech, "username", user, "condition", f.Condition)
 	}

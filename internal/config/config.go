@@ -69,6 +69,11 @@ type XMPP struct {
 	MaxRosterItems int `conf:"max_roster_items"`
 	// MaxOfflineMessages bounds each user's offline store (XEP-0160).
 	MaxOfflineMessages int `conf:"max_offline_messages"`
+	// ControlSocket is the path of the control socket impetus ctl talks to: "" for
+	// control.sock in the data directory, "none" for no socket.
+	ControlSocket string `conf:"control_socket"`
+	// MetricsListen is the host:port of the Prometheus metrics HTTP listener; "" for none.
+	MetricsListen string `conf:"metrics_listen"`
 }
 
 // Role is a domain's XMPP_Role.

@@ -108,7 +108,7 @@ func TestDumpContent(t *testing.T) {
 	out := c.Dump()
 	for _, want := range []string{
 		"tls_key = \"/g.key\"\n",
-		"xmpp {\n  enabled = true\n  debug_level = \"ERROR\"\n  # storage is not set\n  max_roster_items = 1000\n  max_offline_messages = 100\n}\n",
+		"xmpp {\n  enabled = true\n  debug_level = \"ERROR\"\n  # storage is not set\n  max_roster_items = 1000\n  max_offline_messages = 100\n  # control_socket is not set\n  # metrics_listen is not set\n}\n",
 		"  listen_backlog = 500\n",
 		"  tls_key = \"/g.key\"\n", // the listener shows the global fallback
 		"  # tls_verify_mode is not set\n",

@@ -40,7 +40,9 @@ var listenerRows = []listenerRow{
 	{OptionSpec{Name: "authplainparameters", Type: TypeDict, Doc: "PLAIN authentication: uri, log_authentication"}, atListener | atListen},
 	{OptionSpec{Name: "concurrency", Type: TypeInt, Default: "0", Doc: "threads that accept connections; above 1 accepts run on pool_name"}, atListener | atListen},
 	{OptionSpec{Name: "disable_nagle_algorithm", Type: TypeBool, Default: "false", Doc: "set TCP_NODELAY on accepted sockets"}, atGlobal | atListener | atListen},
-	{OptionSpec{Name: "enable", Type: TypeBool, Default: "true", Doc: "enable the listener or this Listen"}, atListener | atListen},
+	// enable is not in the manual's Peer list, but a Peer scope that refuses its network
+	// (enable = false) is how Impetus expresses an ACL that denies.
+	{OptionSpec{Name: "enable", Type: TypeBool, Default: "true", Doc: "enable the listener, this Listen, or connections from this Peer"}, atListener | atListen | atPeer},
 	{OptionSpec{Name: "events_per_iter", Type: TypeInt, Default: "0", Doc: "accepted connections dispatched per scheduler iteration (below 1 means 1)"}, atListener | atListen},
 	// file_mode is listener-level in the manual's table, but its own example
 	// sets it in a Listen on a unix socket path, so Listen accepts it there.
@@ -109,7 +111,9 @@ func newGlobalSpec() *ScopeSpec {
 			{Kind: "xmpp", Singleton: true, Doc: "the XMPP module", Options: append(ModuleOptions(),
 				OptionSpec{Name: "storage", Type: TypeString, Doc: "Datasource holding users' data; default SQLite impetus.db in the data directory (Impetus)"},
 				OptionSpec{Name: "max_roster_items", Type: TypeInt, Default: "1000", Doc: "items one roster may hold; 0 means no bound (Impetus)"},
-				OptionSpec{Name: "max_offline_messages", Type: TypeInt, Default: "100", Doc: "messages kept for one offline user; 0 means no bound (Impetus)"})},
+				OptionSpec{Name: "max_offline_messages", Type: TypeInt, Default: "100", Doc: "messages kept for one offline user; 0 means no bound (Impetus)"},
+				OptionSpec{Name: "control_socket", Type: TypeString, Doc: `path of the impetus ctl socket; default control.sock in the data directory, "none" for no socket (Impetus)`},
+				OptionSpec{Name: "metrics_listen", Type: TypeString, Doc: "host:port serving Prometheus metrics at /metrics; unset for none (Impetus)"})},
 			{Kind: "xmpp_listener", Singleton: true, Doc: "accepts XMPP client and server streams", Options: listenerOptions(atListener), Scopes: []*ScopeSpec{listen, peer}},
 			{Kind: "domain", Name: NameRequired, Doc: "a domain; #xmpp#name names an XMPP one", Options: []OptionSpec{
 				{Name: "xmpp_role", Type: TypeString, Values: []string{"server", "client"}, Doc: "server: hosted here; client: remote, reached over s2s"},

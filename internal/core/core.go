@@ -69,6 +69,14 @@ func (c *Core) FromClient(ctx context.Context, s module.Session, el *stanza.Elem
 			// No 'to' from a client means the client's own account (RFC 6120 §10.3.3).
 			to = from.Bare()
 		}
+		if h := c.hosts[from.Domainpart()]; h != nil {
+			st := &module.Stanza{El: el, From: from, To: to, Session: s}
+			if v, err := h.RunHooks(ctx, module.IQIn, st); v == module.Handled {
+				c.hookError(ctx, el, err)
+				return
+			}
+			to = st.To
+		}
 		c.processIQ(ctx, s, el, from, to)
 	case "message":
 		if to.Domainpart() == "" {

@@ -159,6 +159,9 @@ type Host struct {
 	// XMPP holds the xmpp scope's settings (limits such as max_roster_items); nil in tests
 	// that build hosts by hand, where modules keep their defaults.
 	XMPP *config.XMPP
+	// Config is the whole loaded configuration, for modules that decode a section of their own
+	// (config.RegisterScope); nil in tests that build hosts by hand.
+	Config *config.Config
 
 	sender          Sender
 	iq              map[iqKey]IQHandler
@@ -170,6 +173,7 @@ type Host struct {
 	presenceIn      []hook
 	presenceDeliver []hook
 	messageOffline  []hook
+	iqIn            []hook
 	streamFeatures  []*stanza.Element
 	sessionBound    []func(ctx context.Context, s Session)
 	sessionClosed   []func(ctx context.Context, s Session)
@@ -284,6 +288,8 @@ const (
 	// MessageOffline runs for a chat or normal message to an existing local account with no
 	// available resource (offline storage takes it here).
 	MessageOffline
+	// IQIn runs for iq stanzas a local client sends, before they are dispatched or routed.
+	IQIn
 )
 
 // Hook registers fn at point p with priority prio (higher runs first).
@@ -303,6 +309,8 @@ func (h *Host) hookList(p Point) *[]hook {
 		return &h.presenceIn
 	case PresenceDeliver:
 		return &h.presenceDeliver
+	case IQIn:
+		return &h.iqIn
 	default:
 		return &h.messageOffline
 	}

@@ -246,7 +246,7 @@ func (m *Manager) Close(timeout time.Duration) {
 	m.mu.Unlock()
 	m.cancel()
 	for _, s := range outs {
-		s.close(stanza.NewStreamError("system-shutdown", ""))
+		s.close(stanza.NewStreamError("system-shutdown", ""), false)
 	}
 	for _, s := range ins {
 		s.closeWith(stanza.NewStreamError("system-shutdown", ""))

@@ -20,6 +20,7 @@ type conn struct {
 	nc       net.Conn // the current connection: the TLS one after STARTTLS
 	dec      *xmlstream.Decoder
 	tlsState *tls.ConnectionState
+	id       string // the stream id the receiving side chose
 	scratch  []byte
 }
 

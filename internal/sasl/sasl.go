@@ -3,7 +3,7 @@
 // SCRAM-SHA-1, SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677 and
 // draft-melnikov-scram-sha-512) and their -PLUS variants with the
 // tls-exporter (RFC 9266) and tls-server-end-point (RFC 5929) channel
-// bindings.
+// bindings, and EXTERNAL with a verified TLS client certificate (XEP-0178).
 //
 // SCRAM is written here rather than taken from mellium.im/sasl: its server
 // side (v0.3.2) panics on -PLUS mechanisms, has no SCRAM-SHA-512, knows only
@@ -153,7 +153,8 @@ type Negotiator interface {
 // with caps on a stream: -PLUS only with TLS, PLAIN only with TLS unless
 // allowPlainWithoutTLS, and only what the store can serve. DIGEST-MD5 is
 // listed when the store can serve it in some realm; a stream whose realm the
-// store lacks should check caps.CanDigest(realm).
+// store lacks should check caps.CanDigest(realm). EXTERNAL depends on the
+// client's certificate rather than on the store: see [WithExternal].
 func Mechanisms(caps auth.Capabilities, tls bool, allowPlainWithoutTLS bool) []string {
 	var out []string
 	for _, plus := range []bool{true, false} {
@@ -199,6 +200,8 @@ func NewServer(mechanism string, cfg Config) (Negotiator, error) {
 			return nil, fail(InvalidMechanism, "DIGEST-MD5 is not available")
 		}
 		return &digestServer{cfg: cfg}, nil
+	case External:
+		return newExternal(cfg)
 	}
 	if !strings.HasPrefix(mechanism, "SCRAM-") {
 		return nil, fail(InvalidMechanism, "unknown mechanism")

@@ -5,7 +5,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,11 +24,12 @@ import (
 	"impetus/internal/module"
 	"impetus/internal/modules/all"
 	"impetus/internal/router"
+	"impetus/internal/s2s"
 	"impetus/internal/stanza"
 	"impetus/internal/storage"
 	_ "impetus/internal/storage/postgres" // the deployment backend
 	_ "impetus/internal/storage/sqlite"   // the embedded default
-	"impetus/internal/tlsutil"
+	"impetus/internal/tlsconf"
 	"impetus/internal/xmlstream"
 )
 
@@ -53,14 +53,26 @@ type Server struct {
 	core      *core.Core
 	hosts     []*module.Host
 	listeners []*listener.Listener
-	// tlsConfigs shares one TLS configuration among Listen scopes with the same certificate.
-	tlsConfigs map[string]*tls.Config
+	// s2s carries stanzas to and from other servers.
+	s2s *s2s.Manager
+	// tlsConfigs shares one TLS configuration among the Listen and Peer scopes whose TLS
+	// options resolve alike; nil until first used, and set to nil to read certificates again.
+	tlsConfigs *tlsconf.Cache
+	// peerAuth holds the auth stores of AuthDigestMD5Parameters and AuthPlainParameters set in
+	// Listen or Peer scopes, which differ from the listener's (listenwiring.go).
+	peerAuth peerStores
+	// ops is what can change while running: reload, loggers, control socket, metrics (ops.go).
+	ops opsState
 }
 
 // Run loads the configuration, starts the server and blocks until ctx ends.
 func Run(ctx context.Context, opts Options) error {
 	cfg, warnings, err := config.Load(opts.ConfigPath)
 	if err != nil {
+		return err
+	}
+	// Cipher lists are checked here, where their file and line are still known.
+	if err := tlsconf.CheckConfig(cfg); err != nil {
 		return err
 	}
 	if opts.LogOutput == nil {
@@ -71,21 +83,25 @@ func Run(ctx context.Context, opts Options) error {
 	if cfg.XMPP != nil {
 		level = cfg.XMPP.DebugLevel
 	}
-	s.log = slog.New(slog.NewTextHandler(opts.LogOutput, &slog.HandlerOptions{Level: logLevel(level)}))
+	s.log = s.setupLogging(opts.LogOutput, level)
 	for _, w := range warnings {
 		s.log.Warn("configuration: " + w.String())
 	}
 	if err := os.MkdirAll(opts.DataDir, 0o750); err != nil {
 		return fmt.Errorf("server: data directory: %w", err)
 	}
+	if err := s.startOps(ctx); err != nil {
+		s.stop()
+		return err
+	}
 	if err := s.start(ctx); err != nil {
 		s.stop()
 		return err
 	}
-	<-ctx.Done()
+	err = s.runOps(ctx) // blocks until ctx ends, serving SIGHUP, the control socket and metrics
 	s.log.Info("shutting down")
 	s.stop()
-	return nil
+	return err
 }
 
 // logLevel maps Momentum's debug_level onto slog levels (NOTICE sits between INFO and WARNING).
@@ -125,12 +141,14 @@ func (s *Server) start(ctx context.Context) error {
 		return fmt.Errorf("server: storage %s (%s): %w", ds.Name, ds.Driver, err)
 	}
 	s.log.Info("storage opened", "driver", ds.Driver, "datasource", ds.Name)
-	acc := accounts{store}
+	s.ops.store.Store(&store)
+	acc := accounts{s}
 	s.router = router.NewLocal(acc)
-	s.core = core.New(s.router, s.log)
+	s.core = core.New(timedRouter{s.router}, s.log)
 	for _, d := range domains {
 		h := module.NewHost(d, s.router, s.core, s.storage, acc, s.log.With("host", d))
 		h.XMPP = s.cfg.XMPP
+		h.Config = s.cfg
 		if err := h.Provision(all.Standard); err != nil {
 			return err
 		}
@@ -141,9 +159,25 @@ func (s *Server) start(ctx context.Context) error {
 	for _, d := range domains {
 		hosted[d] = true
 	}
+	if err := s.startFederation(lc, hosted, domains); err != nil {
+		return err
+	}
+	return s.serveListens(ctx, lc, domains, hosted, store, realm, logAuth)
+}
+
+// serveListens starts one socket per enabled Listen scope. A reload runs it again with the
+// new configuration; bind then only records each scope's settings, and reload.go applies
+// them once every scope checked out.
+func (s *Server) serveListens(ctx context.Context, lc *config.Listener, domains []string, hosted map[string]bool, store auth.Store, realm string, logAuth bool) error {
+	wiring, err := s.listenerWiring(lc, domains)
+	if err != nil {
+		return err
+	}
 	var addrs []string
 	for _, ls := range lc.Listens {
-		opts := lc.Effective(ls, netip.Addr{})
+		// The Listen's own options, without any Peer scope: a Peer for loopback must not
+		// disable or reconfigure the whole socket.
+		opts := ls.Options
 		if !opts.Enable {
 			s.log.Info("listen scope disabled", "address", ls.Address)
 			continue
@@ -166,6 +200,7 @@ func (s *Server) start(ctx context.Context) error {
 			HandshakeTimeout:     60 * time.Second,
 			MaxAuthFailures:      5,
 			Log:                  s.log.With("listen", ls.Address),
+			Observer:             &s.ops.observer,
 		}
 		listen := ls
 		spec := listener.Spec{
@@ -178,15 +213,22 @@ func (s *Server) start(ctx context.Context) error {
 			},
 			Streams: map[string]listener.Handler{
 				stanza.NSClient: func(ctx context.Context, c *listener.Conn) {
-					c2s.Serve(ctx, c.Conn, c.Dec, c.Header, s.peerConfig(cc, lc, listen, c.Peer))
+					c2s.Serve(ctx, c.Conn, c.Dec, c.Header, s.peerConfig(cc, wiring, lc, listen, c.Peer))
+				},
+				serverStreamNS: func(ctx context.Context, c *listener.Conn) {
+					s.s2s.Serve(ctx, c.Conn, c.Dec, c.Header, tlsConf)
 				},
 			},
 			HeaderTimeout: 60 * time.Second,
 			Log:           s.log.With("listen", ls.Address),
 		}
-		l, err := listener.Listen(spec)
+		s.socketOptions(&spec, ls, opts)
+		l, err := s.bind(spec)
 		if err != nil {
 			return fmt.Errorf("server: listen %s: %w", ls.Address, err)
+		}
+		if l == nil {
+			continue // a reload: reload.go applies the settings once every scope checked out
 		}
 		s.listeners = append(s.listeners, l)
 		addrs = append(addrs, l.Addr().String())
@@ -197,6 +239,9 @@ func (s *Server) start(ctx context.Context) error {
 			}
 		}()
 	}
+	if s.ops.reloading {
+		return nil
+	}
 	if len(s.listeners) == 0 {
 		return errors.New("server: every Listen scope is disabled")
 	}
@@ -205,19 +250,6 @@ func (s *Server) start(ctx context.Context) error {
 		s.opts.Ready(addrs)
 	}
 	return nil
-}
-
-// peerConfig applies the options of the most specific Peer scope to one connection.
-func (s *Server) peerConfig(base *c2s.Config, lc *config.Listener, ls *config.Listen, peer netip.Addr) *c2s.Config {
-	o := lc.Effective(ls, peer)
-	if o.IdleTime == base.IdleTime && o.AllowPlainWithoutTLS == base.AllowPlainWithoutTLS && limits(o) == base.Limits {
-		return base
-	}
-	c := *base
-	c.IdleTime = o.IdleTime
-	c.AllowPlainWithoutTLS = o.AllowPlainWithoutTLS
-	c.Limits = limits(o)
-	return &c
 }
 
 func limits(o config.ListenerOptions) xmlstream.Limits {
@@ -268,46 +300,6 @@ func (s *Server) resolveURI(uri string) string {
 	return scheme + "://" + path
 }
 
-// tlsConfig builds the listener's TLS settings: the configured certificate, or a generated
-// self-signed one; TLS 1.2 at least.
-func (s *Server) tlsConfig(o config.ListenerOptions, domains []string) (*tls.Config, error) {
-	key := o.TLSCertificate + "\x00" + o.TLSKey
-	if c, ok := s.tlsConfigs[key]; ok {
-		return c, nil
-	}
-	c, err := s.newTLSConfig(o, domains)
-	if err == nil {
-		if s.tlsConfigs == nil {
-			s.tlsConfigs = make(map[string]*tls.Config)
-		}
-		s.tlsConfigs[key] = c
-	}
-	return c, err
-}
-
-func (s *Server) newTLSConfig(o config.ListenerOptions, domains []string) (*tls.Config, error) {
-	var cert tls.Certificate
-	var err error
-	if o.TLSCertificate != "" && !strings.EqualFold(o.TLSCertificate, "none") {
-		cert, err = tlsutil.Load(o.TLSCertificate, o.TLSKey)
-	} else if strings.EqualFold(o.TLSCertificate, "none") {
-		return nil, nil
-	} else {
-		cert, err = tlsutil.SelfSigned(filepath.Join(s.opts.DataDir, "tls"), domains)
-		if err == nil {
-			s.log.Warn("no tls_certificate configured; using a self-signed certificate", "path", filepath.Join(s.opts.DataDir, "tls", "selfsigned.crt"))
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("server: TLS certificate: %w", err)
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"xmpp-client"},
-	}, nil
-}
-
 func (s *Server) stop() {
 	for _, l := range s.listeners {
 		l.Close()
@@ -322,6 +314,7 @@ func (s *Server) stop() {
 		}
 	}
 	wg.Wait()
+	s.stopFederation()
 	for _, l := range s.listeners {
 		l.Wait(5 * time.Second)
 	}
@@ -331,18 +324,21 @@ func (s *Server) stop() {
 	if s.store != nil {
 		s.store.Close()
 	}
+	s.peerAuth.close()
 	if s.storage != nil {
 		if err := s.storage.Close(); err != nil {
 			s.log.Error("storage close failed", "err", err)
 		}
 	}
+	s.stopOps()
 }
 
-// accounts tells the router which accounts exist, from the auth store.
-type accounts struct{ store auth.Store }
+// accounts tells the router which accounts exist, from the auth store in use, which a
+// reload may replace.
+type accounts struct{ s *Server }
 
 func (a accounts) Exists(ctx context.Context, localpart, domain string) (bool, error) {
-	_, err := a.store.Lookup(ctx, localpart, domain)
+	_, err := a.s.authStore().Lookup(ctx, localpart, domain)
 	if errors.Is(err, auth.ErrNotFound) {
 		return false, nil
 	}

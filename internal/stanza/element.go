@@ -195,7 +195,8 @@ func (e *Element) Copy() *Element {
 
 // String returns the serialization of e with its namespace always declared.
 func (e *Element) String() string {
-	return string(e.AppendXML(nil, ""))
+	// A stanza-sized first buffer avoids most of the growth steps.
+	return string(e.AppendXML(make([]byte, 0, 512), ""))
 }
 
 // AppendXML appends e's serialization to dst. parentSpace is the default namespace in scope

@@ -98,6 +98,12 @@ func TestElementAppendXML(t *testing.T) {
 			want:   `<message><x xmlns=""><y/></x></message>`,
 		},
 		{
+			name:   "xml namespace uses its predefined prefix",
+			el:     NewElement(client, "message").AddChild(NewElement(elemXMLNS, "x").AddChild(NewElement(client, "y"))),
+			parent: client,
+			want:   `<message><xml:x><y/></xml:x></message>`,
+		},
+		{
 			name:   "mixed content",
 			el:     NewElement(client, "p").AddText("a").AddChild(NewElement(client, "b")).AddText("c").AddText(""),
 			parent: client,

@@ -93,9 +93,35 @@ func isNameRune(r rune, first bool) bool {
 	return r == 0xB7 || (r >= 0x300 && r <= 0x36F) || r == 0x203F || r == 0x2040
 }
 
-// interned holds names, namespaces and values that nearly every stanza carries, so decoding
-// them costs no allocation and decoded elements do not pin their stanza's memory through them.
-var interned = map[string]string{}
+// internTab holds names, namespaces and values that nearly every stanza carries, so decoded
+// elements do not pin their stanza's memory through them. It is an open-addressing table
+// rather than a map because a lookup happens for every name in every stanza and hashing a few
+// sampled bytes is much cheaper than hashing the whole key.
+var internTab [1 << internBits]string
+
+const internBits = 10
+
+func internHash(b []byte) uint {
+	n := uint(len(b))
+	h := n*0x9E3779B1 ^ uint(b[0])*0x85EBCA6B ^ uint(b[n-1])*0xC2B2AE35 ^ uint(b[n/2])*0x27D4EB2F
+	return (h ^ h>>15) & (1<<internBits - 1)
+}
+
+// interned returns the interned copy of b, if there is one.
+func interned(b []byte) (string, bool) {
+	if len(b) == 0 {
+		return "", false
+	}
+	for i := internHash(b); ; i = (i + 1) & (1<<internBits - 1) {
+		s := internTab[i]
+		if s == "" {
+			return "", false
+		}
+		if s == string(b) {
+			return s, true
+		}
+	}
+}
 
 func init() {
 	for _, s := range []string{
@@ -141,6 +167,10 @@ func init() {
 		"both", "none", "remove", "cancel", "modify", "wait", "continue", "true", "false",
 		"sha-1", "PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "=",
 	} {
-		interned[s] = s
+		i := internHash([]byte(s))
+		for internTab[i] != "" && internTab[i] != s {
+			i = (i + 1) & (1<<internBits - 1)
+		}
+		internTab[i] = s
 	}
 }

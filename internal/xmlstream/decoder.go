@@ -12,6 +12,9 @@
 // It accepts exactly the XML subset RFC 6120 §11 allows: UTF-8 only, no DTD, no comments, no
 // processing instructions other than the XML declaration, no entity references other than the
 // predefined ones and character references. CDATA sections are accepted and read as text.
+//
+// The strings of a decoded element share one allocation per stanza with the stanza's input;
+// code that keeps a small part of a large stanza for a long time should clone it.
 package xmlstream
 
 import (
@@ -67,10 +70,11 @@ type Header struct {
 // </stream:stream>.
 var ErrStreamClosed = errors.New("xmlstream: stream closed")
 
-// Error is a stream-level problem with its RFC 6120 §4.9.3 condition: "not-well-formed",
-// "restricted-xml", "unsupported-encoding", "policy-violation" (limits), "invalid-namespace",
-// "bad-format" or "bad-namespace-prefix" (a stream header with an undeclared prefix).
-// The stream cannot continue after one: the decoder returns it again on every later call.
+// Error is a stream-level problem with its RFC 6120 §4.9.3 condition. The decoder reports
+// "not-well-formed", "restricted-xml", "unsupported-encoding", "policy-violation" (limits) and
+// "bad-namespace-prefix" (a stream header whose prefix is undeclared); "invalid-namespace" and
+// "bad-format" are for callers that check the header and the elements. The stream cannot
+// continue after one: the decoder returns it again on every later call.
 type Error struct {
 	Condition string
 	TooBig    bool // the stanza exceeded MaxStanzaSize (XEP-0478 stanza-too-big)
@@ -103,6 +107,8 @@ func errEncoding(text string) error {
 
 const (
 	minBufSize = 512
+	// maxIdleBufSize is the largest buffer kept while nothing is buffered.
+	maxIdleBufSize = 4096
 	// maxDeclSize bounds the XML declaration, which is a few dozen bytes in practice.
 	maxDeclSize = 256
 	// maxShortReads is how many reads in a row must use less than half the buffer before it
@@ -189,6 +195,12 @@ func (d *Decoder) fill() error {
 	}
 	if d.r == d.w {
 		d.r, d.w = 0, 0
+		if len(d.buf) > maxIdleBufSize {
+			// Nothing is pending and the next read may block for a long time: an idle
+			// connection should not keep the buffer a past burst needed. It grows back in a few
+			// reads if the burst continues.
+			d.buf = make([]byte, minBufSize)
+		}
 	}
 	if d.w == len(d.buf) {
 		if d.r > 0 {

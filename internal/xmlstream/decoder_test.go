@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -804,5 +805,96 @@ func TestNeverPanicsOnTruncation(t *testing.T) {
 	_, got, err := decodeAll(bytes.NewReader([]byte(in)), Limits{})
 	if err != ErrStreamClosed || len(got) != 2 {
 		t.Fatalf("full input: %d elements, %v", len(got), err)
+	}
+}
+
+// chunkReader returns reads of pseudo-random sizes, exercising compaction and buffer growth.
+type chunkReader struct {
+	r   io.Reader
+	rng *rand.Rand
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	n := 1 + c.rng.IntN(min(len(p), 3000))
+	return c.r.Read(p[:n])
+}
+
+func TestRandomChunks(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(clientHeader)
+	for i := range 300 {
+		switch i % 4 {
+		case 0:
+			b.WriteString(`<message id='m` + strings.Repeat("x", i) + `'><body>` + strings.Repeat("text &amp; ", i*3) + `</body></message>`)
+		case 1:
+			b.WriteString(" \n ")
+		case 2:
+			b.WriteString(`<presence><status><![CDATA[` + strings.Repeat("]", i%7) + `]]></status></presence>`)
+		case 3:
+			b.WriteString(`<iq type='get' id='q'><query xmlns='jabber:iq:roster'/></iq>`)
+		}
+	}
+	b.WriteString(`</stream:stream>`)
+	_, want, err := decodeAll(strings.NewReader(b.String()), Limits{})
+	if err != ErrStreamClosed {
+		t.Fatal(err)
+	}
+	for seed := range uint64(20) {
+		r := &chunkReader{r: strings.NewReader(b.String()), rng: rand.New(rand.NewPCG(seed, 1))}
+		_, got, err := decodeAll(r, Limits{})
+		if err != ErrStreamClosed || strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("seed %d: %d elements, %v; want %d", seed, len(got), err, len(want))
+		}
+	}
+}
+
+func TestIdleBufferReleased(t *testing.T) {
+	big := `<message><body>` + strings.Repeat("z", 200000) + `</body></message>`
+	d := NewDecoder(&scriptReader{chunks: []string{clientHeader, big}}, Limits{})
+	if _, err := d.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ReadElement(); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.buf) < 200000 {
+		t.Fatalf("buffer %d bytes after a 200 KB stanza", len(d.buf))
+	}
+	// The next read finds nothing pending; the buffer it blocks with must be small.
+	if _, err := d.ReadElement(); err != io.EOF {
+		t.Fatalf("error = %v, want EOF", err)
+	}
+	if len(d.buf) > maxIdleBufSize {
+		t.Fatalf("idle buffer %d bytes", len(d.buf))
+	}
+}
+
+func TestDecodeAllocations(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		max  float64
+	}{
+		// One string for the input, one array each for elements, attributes and children.
+		{"message", benchMessage, 4},
+		{"presence", benchPresence, 4},
+		// Each value with an entity reference needs its own string.
+		{"entities", `<message><body>don&apos;t</body></message>`, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := NewDecoder(io.MultiReader(strings.NewReader(clientHeader), &repeatReader{data: []byte(tt.in)}), Limits{})
+			if _, err := d.ReadHeader(); err != nil {
+				t.Fatal(err)
+			}
+			allocs := testing.AllocsPerRun(200, func() {
+				if _, err := d.ReadElement(); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs > tt.max {
+				t.Errorf("%v allocations per element, want at most %v", allocs, tt.max)
+			}
+		})
 	}
 }

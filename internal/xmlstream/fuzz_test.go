@@ -45,6 +45,9 @@ var fuzzSeeds = []string{
 	`</stream:stream>`,
 	`<a/`,
 	`<a x='1' x='1'/>`,
+	"\xef\xbb\xbf<?xml version='1.0' encoding='utf-8'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'/>",
+	"<?xml version='1.0' encoding='UTF-16'?>",
+	"\x00<\x00?",
 }
 
 func FuzzDecoder(f *testing.F) {
@@ -58,6 +61,12 @@ func FuzzDecoder(f *testing.F) {
 		split, splitErr := fuzzDecode(&oneByteReader{bytes.NewReader(in)}, lim)
 		if len(whole) != len(split) || errorKind(wholeErr) != errorKind(splitErr) {
 			t.Fatalf("split reads differ: %d elements (%v) vs %d elements (%v)", len(whole), wholeErr, len(split), splitErr)
+		}
+		// The same bytes as a stream of their own exercise the prolog and header code.
+		_, rawErr := fuzzDecode(bytes.NewReader(data), lim)
+		_, rawSplitErr := fuzzDecode(&oneByteReader{bytes.NewReader(data)}, lim)
+		if errorKind(rawErr) != errorKind(rawSplitErr) {
+			t.Fatalf("split reads of a whole stream differ: %v vs %v", rawErr, rawSplitErr)
 		}
 		for i, el := range whole {
 			ser := el.AppendXML(nil, "jabber:client")

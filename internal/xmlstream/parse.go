@@ -55,7 +55,7 @@ type parser struct {
 
 // str returns data[a:b] as a string without copying, interned when it is a common name.
 func (p *parser) str(a, b int) string {
-	if s, ok := interned[string(p.data[a:b])]; ok {
+	if s, ok := interned(p.data[a:b]); ok {
 		return s
 	}
 	return p.s[a:b]
@@ -188,6 +188,10 @@ func (p *parser) attrValue() (string, error) {
 	copying := false
 	b := p.scratch[:0]
 	for i < len(data) {
+		// Values are mostly plain: test four bytes per iteration.
+		for i+4 <= len(data) && attrClass[data[i]]|attrClass[data[i+1]]|attrClass[data[i+2]]|attrClass[data[i+3]] == clPlain {
+			i += 4
+		}
 		c := data[i]
 		cl := attrClass[c]
 		if cl == clPlain {
@@ -334,6 +338,9 @@ func (p *parser) text() error {
 	b := p.scratch[:0]
 loop:
 	for i < len(data) {
+		for i+4 <= len(data) && textClass[data[i]]|textClass[data[i+1]]|textClass[data[i+2]]|textClass[data[i+3]] == clPlain {
+			i += 4
+		}
 		c := data[i]
 		cl := textClass[c]
 		if cl == clPlain {
@@ -483,7 +490,7 @@ func (p *parser) declare(defNS string) (string, error) {
 
 // intern returns the interned copy of a value when there is one.
 func (p *parser) intern(v string) string {
-	if s, ok := interned[v]; ok {
+	if s, ok := interned([]byte(v)); ok {
 		return s
 	}
 	return v
@@ -710,16 +717,16 @@ func (p *parser) release() {
 	p.nodes = p.nodes[:0]
 	clear(p.attrs)
 	p.attrs = p.attrs[:0]
-	if cap(p.nodes) > 256 {
+	if cap(p.nodes) > 64 {
 		p.nodes = nil
 	}
-	if cap(p.frames) > 64 {
+	if cap(p.frames) > 16 {
 		p.frames = nil
 	}
-	if cap(p.attrs) > 64 {
+	if cap(p.attrs) > 16 {
 		p.attrs = nil
 	}
-	if cap(p.scratch) > 4096 {
+	if cap(p.scratch) > 1024 {
 		p.scratch = nil
 	}
 	if len(p.ns) > p.baseNS {

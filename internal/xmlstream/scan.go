@@ -16,7 +16,7 @@ type scanner struct {
 	header bool // stop after the first start tag: the stream root stays open
 	st     uint8
 	q      byte // the quote that opened the current attribute value
-	k      int  // bytes of "![CDATA[" matched so far
+	k      int  // bytes of cdataOpen matched so far
 	i      int  // next byte to look at, relative to the start of the element
 	depth  int
 	// Counts that size the parser's allocations: start tags, quoted values and text runs.
@@ -34,6 +34,9 @@ const (
 )
 
 const cdataOpen = "<![CDATA["
+
+// tagStop marks the bytes that matter inside a start tag outside quotes.
+var tagStop = [256]bool{'>': true, '"': true, '\'': true, '<': true}
 
 // begin starts scanning an element whose '<' is the first byte of the data passed to scan.
 func (s *scanner) begin(header bool) {
@@ -89,46 +92,51 @@ func (s *scanner) scan(data []byte) int {
 				s.st = scCDATA
 			}
 		case scStartTag:
-			for i < n {
-				c := data[i]
-				if c == '>' {
-					empty := data[i-1] == '/'
-					i++
-					if !empty {
-						s.depth++
-						if s.header {
-							return i
-						}
-					} else if s.depth == 0 {
+			for i+4 <= n && !(tagStop[data[i]] || tagStop[data[i+1]] || tagStop[data[i+2]] || tagStop[data[i+3]]) {
+				i += 4
+			}
+			for i < n && !tagStop[data[i]] {
+				i++
+			}
+			if i == n {
+				break
+			}
+			switch c := data[i]; c {
+			case '>':
+				empty := data[i-1] == '/'
+				i++
+				if !empty {
+					s.depth++
+					if s.header {
 						return i
 					}
-					s.st = scText
-					break
-				}
-				if c == '"' || c == '\'' {
-					s.q = c
-					s.st = scQuote
-					s.attrs++
-					i++
-					break
-				}
-				if c == '<' {
-					return i + 1
-				}
-				i++
-			}
-		case scQuote:
-			for i < n {
-				c := data[i]
-				i++
-				if c == s.q {
-					s.st = scStartTag
-					break
-				}
-				if c == '<' {
+				} else if s.depth == 0 {
 					return i
 				}
+				s.st = scText
+			case '"', '\'':
+				s.q = c
+				s.st = scQuote
+				s.attrs++
+				i++
+			default: // '<'
+				return i + 1
 			}
+		case scQuote:
+			// Two vectorized searches beat a byte loop even on short values.
+			j := bytes.IndexByte(data[i:], s.q)
+			if j < 0 {
+				j = n - i
+			}
+			if k := bytes.IndexByte(data[i:i+j], '<'); k >= 0 {
+				return i + k + 1
+			}
+			i += j
+			if i == n {
+				break
+			}
+			i++
+			s.st = scStartTag
 		case scEndTag:
 			for i < n {
 				c := data[i]

@@ -29,7 +29,7 @@ STEP_TIMEOUT = 10
 class Client(slixmpp.ClientXMPP):
     """A client that records how its login went instead of raising."""
 
-    def __init__(self, jid, password, mech, host, port, cert_der):
+    def __init__(self, jid, password, mech, host, port, cert_der, no_cb=False, tls12=False):
         super().__init__(jid, password, sasl_mech=mech or None)
         self.host, self.port, self.cert_der = host, port, cert_der
         self.result = {"ok": False, "mech": mech}
@@ -41,15 +41,23 @@ class Client(slixmpp.ClientXMPP):
         # verified against a CA.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
+        if tls12:
+            self.ssl_context.maximum_version = ssl.TLSVersion.TLSv1_2
         # slixmpp resolves the JID's domain ("localhost") when given an IPv4
         # literal, and "localhost" resolves to ::1 first; turning IPv6 off
         # keeps an IPv4 test on IPv4.
         if ":" not in host:
             self.use_ipv6 = False
+        # slixmpp takes the port of its address "resolution" from
+        # default_port, even for an IP literal, and so would ignore the port
+        # passed to connect().
+        self.default_port = port
         # DIGEST-MD5 puts the connected host name into digest-uri; an IPv6
         # literal would make it "xmpp/localhost/::1", which no client that
         # connects by name sends.
         self.credentials["service-name"] = self.boundjid.domain
+        if no_cb:
+            self._hide_channel_binding()
 
         self.add_event_handler("ssl_cert", self.on_cert)
         self.add_event_handler("session_start", self.on_start)
@@ -61,6 +69,22 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("disconnected", self.on_disconnected)
         self.add_event_handler("message", self.on_message)
 
+    def _hide_channel_binding(self):
+        """Make SCRAM send gs2 flag "n", as a client without channel binding.
+
+        slixmpp reads tls-unique data whenever TLS is up and then sends "y" on
+        non-PLUS SCRAM; withholding the data is the only switch it has.
+        """
+        fm = self["feature_mechanisms"]
+        inner = fm.sasl_callback
+
+        def credentials(required, optional):
+            values = inner(required, optional)
+            values.pop("channel_binding", None)
+            return values
+
+        fm.sasl_callback = credentials
+
     def on_cert(self, pem):
         self.result["cert_pinned"] = ssl.PEM_cert_to_DER_cert(pem) == self.cert_der
 
@@ -71,22 +95,30 @@ class Client(slixmpp.ClientXMPP):
         self.result["peer"] = self.transport.get_extra_info("peername")[0]
         if isinstance(sock, (ssl.SSLObject, ssl.SSLSocket)):
             self.result["tls"] = sock.version()
+        self._record_gs2_flag()
         self.finish()
 
     def on_failed_auth(self, stanza):
         self.result["error"] = stanza["condition"]
         self.result["text"] = stanza["text"]
-        # slixmpp sends gs2 flag "y" on a non-PLUS SCRAM mechanism whenever it
-        # can read tls-unique data, and "p=tls-unique" on a -PLUS one; the
-        # flag explains most SCRAM failures, so it is reported.
+        self._record_gs2_flag()
+
+    def _record_gs2_flag(self):
+        """Report the gs2 flag slixmpp's SCRAM sent.
+
+        slixmpp sends "y" on a non-PLUS SCRAM mechanism whenever it can read
+        tls-unique data, and "p=tls-unique" on a -PLUS one; the flag decides
+        most SCRAM outcomes, so the Go test checks it.
+        """
         mech = self["feature_mechanisms"].mech
-        if mech is not None and mech.name.startswith("SCRAM"):
-            if mech.name.endswith("-PLUS"):
-                self.result["gs2_flag"] = "p=tls-unique"
-            elif mech.credentials["channel_binding"]:
-                self.result["gs2_flag"] = "y"
-            else:
-                self.result["gs2_flag"] = "n"
+        if mech is None or not mech.name.startswith("SCRAM"):
+            return
+        if mech.name.endswith("-PLUS"):
+            self.result["gs2_flag"] = "p=tls-unique"
+        elif mech.credentials["channel_binding"]:
+            self.result["gs2_flag"] = "y"
+        else:
+            self.result["gs2_flag"] = "n"
 
     def on_give_up(self, _event=None):
         self.result.setdefault("error", "no-appropriate-mechanism")
@@ -101,7 +133,8 @@ class Client(slixmpp.ClientXMPP):
         self.finish()
 
     def on_disconnected(self, reason):
-        self.result.setdefault("error", "disconnected: %s" % reason)
+        if not self.result["ok"]:
+            self.result.setdefault("error", "disconnected: %s" % reason)
         self.finish()
 
     def on_message(self, msg):
@@ -133,7 +166,8 @@ def iq_error(e):
 
 
 async def scenario_login(args, cert):
-    c = Client(args.jid, args.password, args.mech, args.host, args.port, cert)
+    c = Client(args.jid, args.password, args.mech, args.host, args.port, cert,
+               no_cb=args.no_channel_binding, tls12=args.tls12)
     await c.login()
     await c.close()
     return c.result
@@ -254,6 +288,9 @@ def main():
     p.add_argument("--cert", required=True, help="PEM file of the server certificate to pin")
     p.add_argument("--peer-jid", default="")
     p.add_argument("--peer-password", default="")
+    p.add_argument("--no-channel-binding", action="store_true",
+                   help="withhold tls-unique data so SCRAM sends gs2 flag n")
+    p.add_argument("--tls12", action="store_true", help="allow at most TLS 1.2")
     args = p.parse_args()
 
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"impetus/internal/config"
+	"impetus/internal/s2s"
+	"impetus/internal/stanza"
+)
+
+// startFederation creates the server-to-server manager and makes it the core's path to
+// domains this server does not host. cert is presented to peers for SASL EXTERNAL.
+func (s *Server) startFederation(lc *config.Listener, hosted map[string]bool, domains []string) error {
+	x := federationOptions(s.cfg)
+	var roots *x509.CertPool
+	if x.S2SCAFile != "" {
+		pem, err := os.ReadFile(x.S2SCAFile)
+		if err != nil {
+			return fmt.Errorf("server: s2s_ca_file: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("server: s2s_ca_file %s holds no PEM certificate", x.S2SCAFile)
+		}
+	}
+	var cert *tls.Certificate
+	if len(lc.Listens) > 0 {
+		if tc, err := s.tlsConfig(lc.Effective(lc.Listens[0], netip.Addr{}), domains); err == nil && tc != nil && len(tc.Certificates) > 0 {
+			cert = &tc.Certificates[0]
+		}
+	}
+	listedOnly := strings.EqualFold(x.S2SRemoteDomains, "listed")
+	s.s2s = s2s.New(s2s.Config{
+		Hosted: func(d string) bool { return hosted[d] },
+		Secret: func(d string) []byte {
+			if dom := s.cfg.Domain(d); dom != nil && dom.Role == config.RoleServer && dom.DialbackSecret != "" {
+				return []byte(dom.DialbackSecret)
+			}
+			return nil
+		},
+		RemoteAllowed: func(d string) bool {
+			dom := s.cfg.Domain(d)
+			if dom != nil && dom.Role == config.RoleServer {
+				return false // hosted here, never a peer
+			}
+			return !listedOnly || (dom != nil && dom.Role == config.RoleClient)
+		},
+		Gateway: func(d string) string {
+			if dom := s.cfg.Domain(d); dom != nil && dom.Role == config.RoleClient {
+				return dom.Gateway
+			}
+			return ""
+		},
+		Route:                    s.core.Route,
+		Certificate:              cert,
+		Roots:                    roots,
+		DialbackWithoutValidCert: x.S2SDialbackWithoutValidCert,
+		Limits:                   limits(lc.Options),
+		IdleTime:                 x.S2SIdleTime,
+		ConnectTimeout:           x.S2SConnectTimeout,
+		MaxQueue:                 x.S2SMaxQueue,
+		Log:                      s.log.With("subsystem", "s2s"),
+	})
+	s.core.Remote = s.s2s.Send
+	return nil
+}
+
+// stopFederation ends every server stream; outbound streams say system-shutdown.
+func (s *Server) stopFederation() {
+	if s.s2s != nil {
+		s.s2s.Close(5 * time.Second)
+	}
+}
+
+// serverStreamNS is the content namespace the listener hands to the s2s manager.
+const serverStreamNS = stanza.NSServer
+
+// fedOptions are the xmpp scope's s2s options.
+type fedOptions struct {
+	S2SRemoteDomains            string
+	S2SDialbackWithoutValidCert bool
+	S2SIdleTime                 time.Duration
+	S2SConnectTimeout           time.Duration
+	S2SMaxQueue                 int
+	S2SCAFile                   string
+}
+
+func federationOptions(c *config.Config) fedOptions {
+	return fedOptions{S2SRemoteDomains: "all", S2SDialbackWithoutValidCert: true, S2SIdleTime: 10 * time.Minute, S2SConnectTimeout: 30 * time.Second, S2SMaxQueue: 1000}
+}

@@ -1,0 +1,252 @@
+package federation
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"impetus/internal/stanza"
+	"impetus/internal/xmlstream"
+)
+
+// TestFederation starts Impetus, Prosody and ejabberd once and runs every interoperability
+// case against them. The servers start in parallel; the whole test stays well under three
+// minutes.
+func TestFederation(t *testing.T) {
+	a := pickAddrs(t)
+	imp := startImpetus(t, a)
+	pro := startProsody(t, a)
+	ejb := startEjabberd(t, a)
+	t.Logf("impetus %s, prosody %s, ejabberd %s", imp.addr, pro.addr, ejb.addr)
+	defer func() {
+		if t.Failed() {
+			t.Logf("impetus log:\n%s", tail(imp.log(), 15000))
+			t.Logf("prosody log:\n%s", tail(pro.log(), 8000))
+			t.Logf("ejabberd log:\n%s", tail(ejb.log(), 8000))
+		}
+	}()
+
+	for _, peer := range []struct {
+		srv  *server
+		user string
+	}{{pro, "bob"}, {ejb, "carol"}} {
+		remote := peer.user + "@" + peer.srv.domain
+		t.Run("message-from-impetus-to-"+peer.srv.domain, func(t *testing.T) {
+			exchange(t, imp, "alice", pro, ejb, peer.srv, peer.user, "initiator", remote)
+		})
+		t.Run("message-from-"+peer.srv.domain+"-to-impetus", func(t *testing.T) {
+			exchange(t, imp, "alice", pro, ejb, peer.srv, peer.user, "responder", remote)
+		})
+	}
+	t.Run("dialback-both-directions-logged", func(t *testing.T) {
+		log := imp.log()
+		for _, d := range []string{prosodyDomain, ejabberdDomain} {
+			// Our outbound stream to the peer, accepted after the peer asked us (authoritative).
+			if !strings.Contains(log, "outbound stream established") || !strings.Contains(log, "remote="+d) {
+				t.Errorf("no outbound stream to %s in the log", d)
+			}
+			// The peer's stream to us, verified by asking the peer (receiving role).
+			if !strings.Contains(log, "peer verified with dialback pair_local="+impetusDomain+" pair_remote="+d) {
+				t.Errorf("no dialback verification of %s in the log", d)
+			}
+		}
+	})
+	t.Run("wrong-key-refused-by-impetus", func(t *testing.T) {
+		for _, claimed := range []string{prosodyDomain, ejabberdDomain} {
+			c := dialS2S(t, imp.s2s(), claimed, impetusDomain)
+			r := c.dialback(claimed, impetusDomain, strings.Repeat("0", 64))
+			if r.Attr("type") != "invalid" {
+				t.Fatalf("claiming %s with a wrong key: %s", claimed, r)
+			}
+			c.send("<message from='mallory@" + claimed + "' to='alice@" + impetusDomain + "' type='chat'><body>forged</body></message>")
+			if el := c.read(); el.Local != "error" || el.Child(stanza.NSStreamErr, "not-authorized") == nil {
+				t.Fatalf("forged stanza answered with %s", el)
+			}
+		}
+	})
+	t.Run("wrong-key-for-impetus-refused-by-peers", func(t *testing.T) {
+		// The peer asks Impetus, the authoritative server for impetus.test, which says invalid.
+		for _, peer := range []*server{pro, ejb} {
+			c := dialS2S(t, peer.s2s(), impetusDomain, peer.domain)
+			r := c.dialback(impetusDomain, peer.domain, strings.Repeat("0", 64))
+			if r.Attr("type") != "invalid" {
+				t.Fatalf("%s accepted a wrong key for %s: %s", peer.domain, impetusDomain, r)
+			}
+		}
+	})
+	t.Run("unlisted-domain-refused", func(t *testing.T) {
+		c := dialS2S(t, imp.s2s(), "unlisted.test", impetusDomain)
+		r := c.dialback("unlisted.test", impetusDomain, strings.Repeat("0", 64))
+		if r.Attr("type") != "error" || stanza.ParseError(r) == nil || stanza.ParseError(r).Condition != "policy-violation" {
+			t.Fatalf("unlisted domain: %s", r)
+		}
+	})
+}
+
+// exchange has the Impetus user and the peer's user swap a message: role is the Impetus
+// user's part (the initiator sends first).
+func exchange(t *testing.T, imp *server, impUser string, _, _ *server, peer *server, peerUser, role, peerJID string) {
+	t.Helper()
+	impJID := impUser + "@" + impetusDomain
+	id := fmt.Sprintf("%d", time.Now().UnixNano())
+	body, reply := "ping-"+id, "pong-"+id
+	other := "responder"
+	if role == "responder" {
+		other = "initiator"
+	}
+	// The responder logs in first; the initiator starts once it is ready.
+	var first, second *client
+	if role == "responder" {
+		first = startClient(t, imp, impJID, peerJID, "responder", body, reply)
+		first.waitReady(t)
+		second = startClient(t, peer, peerJID, impJID, other, body, reply)
+	} else {
+		first = startClient(t, peer, peerJID, impJID, other, body, reply)
+		first.waitReady(t)
+		second = startClient(t, imp, impJID, peerJID, "initiator", body, reply)
+	}
+	for _, c := range []*client{first, second} {
+		if res := c.wait(t); res["ok"] != true {
+			t.Fatalf("%s (%s): %v\nclient log:\n%s", c.jid, c.role, res, tail(c.stderr.String(), 6000))
+		}
+	}
+}
+
+type client struct {
+	jid, role string
+	cmd       *exec.Cmd
+	stdout    *bufio.Reader
+	stderr    *syncBuffer
+	ready     chan struct{}
+	result    chan map[string]any
+}
+
+func startClient(t *testing.T, srv *server, jid, peer, role, body, reply string) *client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, python, "client.py", "--jid", jid, "--password", password,
+		"--host", srv.addr, "--port", "5222", "--role", role, "--peer", peer, "--body", body, "--reply", reply, "--timeout", "30")
+	c := &client{jid: jid, role: role, cmd: cmd, stderr: &syncBuffer{}, ready: make(chan struct{}), result: make(chan map[string]any, 1)}
+	cmd.Stderr = c.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		var last string
+		readyOnce := sync.Once{}
+		for sc.Scan() {
+			line := sc.Text()
+			if line == "READY" {
+				readyOnce.Do(func() { close(c.ready) })
+				continue
+			}
+			last = line
+		}
+		_ = cmd.Wait()
+		res := map[string]any{}
+		if err := json.Unmarshal([]byte(last), &res); err != nil {
+			res = map[string]any{"ok": false, "error": "no result line: " + last}
+		}
+		c.result <- res
+	}()
+	return c
+}
+
+func (c *client) waitReady(t *testing.T) {
+	t.Helper()
+	select {
+	case <-c.ready:
+	case res := <-c.result:
+		t.Fatalf("%s failed before logging in: %v\n%s", c.jid, res, tail(c.stderr.String(), 6000))
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s did not log in\n%s", c.jid, tail(c.stderr.String(), 6000))
+	}
+}
+
+func (c *client) wait(t *testing.T) map[string]any {
+	t.Helper()
+	select {
+	case res := <-c.result:
+		return res
+	case <-time.After(45 * time.Second):
+		return map[string]any{"ok": false, "error": "client did not finish"}
+	}
+}
+
+// s2sConn is a hand-driven server stream, for the cases no real server produces.
+type s2sConn struct {
+	t   *testing.T
+	c   net.Conn
+	dec *xmlstream.Decoder
+}
+
+func dialS2S(t *testing.T, addr, from, to string) *s2sConn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
+	c := &s2sConn{t: t, c: nc, dec: xmlstream.NewDecoder(nc, xmlstream.Limits{})}
+	c.send(fmt.Sprintf("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' version='1.0' from='%s' to='%s'>", from, to))
+	if _, err := c.dec.ReadHeader(); err != nil {
+		t.Fatalf("stream header from %s: %v", addr, err)
+	}
+	if f := c.read(); f.Local != "features" {
+		t.Fatalf("expected features, got %s", f)
+	}
+	return c
+}
+
+func (c *s2sConn) send(s string) {
+	c.t.Helper()
+	if _, err := io.WriteString(c.c, s); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *s2sConn) read() *stanza.Element {
+	c.t.Helper()
+	el, err := c.dec.ReadElement()
+	if err != nil {
+		c.t.Fatalf("reading: %v", err)
+	}
+	return el
+}
+
+// dialback sends a <db:result/> and returns the answer for it.
+func (c *s2sConn) dialback(from, to, key string) *stanza.Element {
+	c.t.Helper()
+	c.send("<db:result from='" + from + "' to='" + to + "'>" + key + "</db:result>")
+	for {
+		el := c.read()
+		if el.Space == stanza.NSDialback && el.Local == "result" {
+			return el
+		}
+		if el.Space == stanza.NSStream && el.Local == "error" {
+			c.t.Fatalf("stream error instead of a dialback answer: %s", el)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
