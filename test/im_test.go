@@ -159,6 +159,43 @@ func TestIMRoster(t *testing.T) {
 	})
 }
 
+// TestIMRosterLimit checks the configurable roster size limit
+// (max_roster_items): a set that would add an item beyond it is refused with
+// not-allowed (RFC 6121 §2.3.3) and changes nothing, while updates of
+// existing items still work and a removal makes room again.
+func TestIMRosterLimit(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, b *storeBackend) {
+		srv := startIMServer(t, b, imOptions{Users: users("alice"), MaxRoster: 2})
+		c := dialIM(t, srv.Server, "alice", "pw-alice", "r")
+		set := func(item string) *element {
+			return c.iq(`<iq type='set'><query xmlns='jabber:iq:roster'>` + item + `</query></iq>`)
+		}
+		for _, j := range []string{"a@localhost", "b@localhost"} {
+			if r := set(`<item jid='` + j + `'/>`); r.attr("type") != "result" {
+				t.Fatalf("adding %s within the limit: %s", j, r)
+			}
+		}
+		r := set(`<item jid='c@localhost'/>`)
+		if _, cond := stanzaError(r); r.attr("type") != "error" || cond != "not-allowed" {
+			t.Errorf("adding a third item with max_roster_items = 2: %s, want not-allowed", r)
+		}
+		if r := set(`<item jid='a@localhost' name='A'/>`); r.attr("type") != "result" {
+			t.Errorf("updating an item of a full roster: %s", r)
+		}
+		if r := set(`<item jid='b@localhost' subscription='remove'/>`); r.attr("type") != "result" {
+			t.Errorf("removing from a full roster: %s", r)
+		}
+		if r := set(`<item jid='c@localhost'/>`); r.attr("type") != "result" {
+			t.Errorf("adding after a removal made room: %s", r)
+		}
+		items := rosterItems(rosterGet(t, c, nil))
+		if len(items) != 2 || items["a@localhost"] == nil || items["c@localhost"] == nil {
+			t.Errorf("roster after the limit checks: %v, want a and c", items)
+		}
+	})
+}
+
 // TestIMSubscription walks the subscription state machine of RFC 6121 §3
 // between two online users, with the roster pushes and presence stanzas of
 // every step, then pre-approval (§3.4) and a request to an offline user
@@ -450,9 +487,12 @@ func TestIMMessages(t *testing.T) {
 		alice.send(msg("bob@localhost", "normal", "equal"))
 		alice.sync()
 		hi.sync()
-		n := len(hi.all(isMessageBody("equal"))) + len(lo.all(isMessageBody("equal")))
-		if n == 0 {
+		nHi, nLo := len(hi.all(isMessageBody("equal"))), len(lo.all(isMessageBody("equal")))
+		if nHi+nLo == 0 {
 			t.Errorf("a message to bob's bare JID with two resources of priority 5 reached neither")
+		}
+		if nHi > 1 || nLo > 1 {
+			t.Errorf("a message to bob's bare JID was delivered %d and %d times to his two resources", nHi, nLo)
 		}
 
 		// §8.5.2.1.1: a resource with negative priority gets no message to
@@ -467,6 +507,29 @@ func TestIMMessages(t *testing.T) {
 		neg.sendPresence("0")
 		m := neg.expect("the stored message once the priority is 0", isMessageBody("negative"))
 		checkDelay(t, m)
+
+		// The same session goes unavailable (staying connected) and later
+		// available again: what was stored meanwhile arrives then, since
+		// XEP-0160 delivers at the user's next available presence.
+		neg.send(`<presence type='unavailable'/>`)
+		neg.sync()
+		alice.send(msg("carol@localhost", "chat", "while-unavailable"))
+		alice.sync()
+		noError("a message to a user whose only session is unavailable")
+		neg.expectNone("a message while unavailable", isMessageBody("while-unavailable"))
+		neg.sendPresence("1")
+		if got := neg.all(isMessageBody("while-unavailable")); len(got) != 1 {
+			t.Errorf("the session received %d copies of the message stored while it was unavailable, once it was available again; want 1 (XEP-0160 §4: delivery at the next available presence)", len(got))
+		}
+		// Likewise after its priority dropped below zero and came back.
+		neg.sendPresence("-5")
+		alice.send(msg("carol@localhost", "chat", "while-negative"))
+		alice.sync()
+		neg.expectNone("a message to the bare JID at priority -5", isMessageBody("while-negative"))
+		neg.sendPresence("2")
+		if got := neg.all(isMessageBody("while-negative")); len(got) != 1 {
+			t.Errorf("the session received %d copies of the message stored while its priority was negative, once it was 2 again; want 1", len(got))
+		}
 
 		// §8.5.2.2.1 and XEP-0160: a message to an offline user is stored
 		// and delivered with a delay stamp at her next available presence.

@@ -156,11 +156,9 @@ type Host struct {
 	Storage storage.Backend
 	// Accounts tells whether an account exists.
 	Accounts router.Accounts
-	// XMPP holds the xmpp scope's settings (limits such as max_roster_items); nil in tests
-	// that build hosts by hand, where modules keep their defaults.
-	XMPP *config.XMPP
-	// Config is the whole loaded configuration, for modules that decode a section of their own
-	// (config.RegisterScope); nil in tests that build hosts by hand.
+	// Config is the whole loaded configuration: the xmpp scope's limits, and sections that
+	// modules decode themselves (config.RegisterScope). It is nil in tests that build hosts by
+	// hand, where modules keep their defaults.
 	Config *config.Config
 
 	sender          Sender
@@ -271,6 +269,14 @@ func sortedCopy(s []string) []string {
 	c := slices.Clone(s)
 	sort.Strings(c)
 	return c
+}
+
+// XMPP returns the xmpp scope's settings, or nil when the host has no configuration.
+func (h *Host) XMPP() *config.XMPP {
+	if h.Config == nil {
+		return nil
+	}
+	return h.Config.XMPP
 }
 
 // Hook points for messages and presence.

@@ -427,6 +427,7 @@ func (m *Manager) verify(ctx context.Context, local, remote, id, key string) (bo
 	for {
 		el, err := c.dec.ReadElement()
 		if err != nil {
+			m.cfg.Log.Info("dialback verification failed", "local", local, "remote", remote, "err", err)
 			if timeoutError(err) {
 				return false, stanza.NewError("remote-server-timeout", "")
 			}
@@ -444,6 +445,7 @@ func (m *Manager) verify(ctx context.Context, local, remote, id, key string) (bo
 			}
 		}
 		if el.Space == stanza.NSStream && el.Local == "error" {
+			m.cfg.Log.Info("dialback verification failed", "local", local, "remote", remote, "error", el.String())
 			return false, stanza.NewError("remote-server-not-found", "")
 		}
 	}

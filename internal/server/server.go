@@ -147,7 +147,6 @@ func (s *Server) start(ctx context.Context) error {
 	s.core = core.New(timedRouter{s.router}, s.log)
 	for _, d := range domains {
 		h := module.NewHost(d, s.router, s.core, s.storage, acc, s.log.With("host", d))
-		h.XMPP = s.cfg.XMPP
 		h.Config = s.cfg
 		if err := h.Provision(all.Standard); err != nil {
 			return err

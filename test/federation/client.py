@@ -21,7 +21,7 @@ import slixmpp
 
 class Client(slixmpp.ClientXMPP):
     def __init__(self, args):
-        super().__init__(args.jid, args.password)
+        super().__init__(args.jid, args.password, sasl_mech=args.mech or None)
         self.args = args
         self.result = {"ok": False}
         self.done = asyncio.get_running_loop().create_future()
@@ -92,6 +92,7 @@ def main():
     p.add_argument("--body", required=True)
     p.add_argument("--reply", required=True)
     p.add_argument("--timeout", type=float, default=30)
+    p.add_argument("--mech", default="", help="force one SASL mechanism")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     result = asyncio.run(run(args))

@@ -143,10 +143,11 @@ VirtualHost %[11]q
 // startEjabberd runs ejabberd through ejabberdctl (which switches to the ejabberd user) with
 // its configuration, spool and logs in a temporary directory and an Erlang node name of its
 // own. Erlang's resolver reads the inetrc file in the configuration directory: a static host
-// table for the peers, and a DNS server on a loopback port nobody listens on, so SRV lookups
-// fail at once instead of leaving the machine.
+// table for the peers, and the test's own DNS server on a loopback port, which has no SRV
+// records, so ejabberd's SRV lookups fail at once and no query leaves the machine.
 func startEjabberd(t *testing.T, a addrSet) *server {
 	t.Helper()
+	dns := startDNS(t, map[string]string{impetusDomain: a.impetus, prosodyDomain: a.prosody, ejabberdDomain: a.ejabberd})
 	dir := sharedTempDir(t)
 	spool, logs := filepath.Join(dir, "spool"), filepath.Join(dir, "logs")
 	ownedDir(t, spool, "ejabberd")
@@ -184,6 +185,7 @@ modules:
   mod_roster: {}
   mod_disco: {}
   mod_ping: {}
+  mod_s2s_dialback: {}
 `, ejabberdDomain, pemPath, a.ejabberd, a.ejabberd)
 	writeFile(t, filepath.Join(dir, "ejabberd.yml"), []byte(conf), "ejabberd")
 	ip := func(s string) string {
@@ -193,11 +195,11 @@ modules:
 	inetrc := fmt.Sprintf(`{host, %s, [%q]}.
 {host, %s, [%q]}.
 {host, {127,0,0,1}, ["localhost"]}.
-{lookup, [file]}.
+{lookup, [file, dns]}.
 {resolv_conf, ""}.
 {hosts_file, ""}.
-{nameserver, {127,0,0,1}, 1}.
-`, ip(a.impetus), impetusDomain, ip(a.prosody), prosodyDomain)
+{nameserver, {127,0,0,1}, %d}.
+`, ip(a.impetus), impetusDomain, ip(a.prosody), prosodyDomain, dns.port())
 	writeFile(t, filepath.Join(dir, "inetrc"), []byte(inetrc), "ejabberd")
 	writeFile(t, filepath.Join(dir, "ejabberdctl.cfg"), nil, "ejabberd")
 	node := fmt.Sprintf("impetusfed%d@localhost", os.Getpid())

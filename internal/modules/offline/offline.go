@@ -51,8 +51,8 @@ type Offline struct {
 // Provision implements module.Module.
 func (o *Offline) Provision(h *module.Host) error {
 	o.h = h
-	if h.XMPP != nil {
-		o.Limit = h.XMPP.MaxOfflineMessages
+	if x := h.XMPP(); x != nil {
+		o.Limit = x.MaxOfflineMessages
 	}
 	o.arch = h.Storage.Archive(StoreName)
 	o.seed = maphash.MakeSeed()

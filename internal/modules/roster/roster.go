@@ -76,8 +76,8 @@ func ForHost(h *module.Host) *Roster {
 // Provision implements module.Module.
 func (r *Roster) Provision(h *module.Host) error {
 	r.h = h
-	if h.XMPP != nil {
-		r.MaxItems = h.XMPP.MaxRosterItems
+	if x := h.XMPP(); x != nil {
+		r.MaxItems = x.MaxRosterItems
 	}
 	r.store = NewStore(h.Storage)
 	r.store.MaxItems = r.MaxItems

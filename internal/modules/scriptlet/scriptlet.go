@@ -13,6 +13,8 @@ package scriptlet
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 
 	lua "github.com/yuin/gopher-lua"
@@ -181,20 +183,32 @@ func (m *Module) run(ctx context.Context, st *module.Stanza, recv bool, hooks ..
 	}
 	cur := st.El
 	changed, done := false, false
-	for _, h := range hooks {
-		if !m.e.hooks[h] {
-			continue
+	var out []*stanza.Element
+	func() {
+		defer func() {
+			// Calls recover from their own panics; this covers the code around them, so that
+			// the state always returns to the pool and the stanza always continues.
+			if r := recover(); r != nil {
+				m.h.Log.Error("scriptlet: hook panicked; the stanza continues", "hooks", strings.Join(hooks, ","), "panic", fmt.Sprint(r))
+				s.broken = true
+				changed, done = false, false
+			}
+			out = s.out
+			s.out = nil
+			m.e.release(s)
+		}()
+		for _, h := range hooks {
+			if !m.e.hooks[h] {
+				continue
+			}
+			var c bool
+			cur, c, done = s.dispatchStanza(h, st.Session, cur)
+			changed = changed || c
+			if done {
+				break
+			}
 		}
-		var c bool
-		cur, c, done = s.dispatchStanza(h, st.Session, cur)
-		changed = changed || c
-		if done {
-			break
-		}
-	}
-	out := s.out
-	s.out = nil
-	m.e.release(s)
+	}()
 	if !done && changed {
 		m.apply(st, cur, recv)
 	}

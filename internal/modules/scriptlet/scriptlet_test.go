@@ -245,6 +245,14 @@ return xmpp.CONT`,
 			input: `<presence to="bob@example.com/desk"/>`,
 		},
 		{
+			name: "presence delivery rewritten", hook: PresenceDeliver,
+			body: `assert(sess:jid():get() == "alice@example.com/phone")
+stanza:addchild("status"):contents("seen by a script")
+return xmpp.CONT`,
+			input: `<presence to="bob@example.com/desk"/>`,
+			bob:   []string{`<presence to="bob@example.com/desk" from="alice@example.com/phone"><status>seen by a script</status></presence>`},
+		},
+		{
 			name: "session and jid objects", hook: ClientMessageRecv,
 			body: `local j = sess:jid()
 assert(j:user() == "alice" and j:domain() == "example.com" and j:resource() == "phone")
