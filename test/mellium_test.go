@@ -209,8 +209,11 @@ func TestMelliumLogin(t *testing.T) {
 		for _, mech := range mechs {
 			t.Run(f.name+"/"+mech.Name, func(t *testing.T) {
 				t.Parallel()
-				c := connectMellium(t, srv, f, user, pass, "laptop", mech)
-				want := user + "@" + testDomain + "/laptop"
+				// A resource per case: the cases run in parallel, and a shared
+				// one would make them replace one another with <conflict/>.
+				res := "laptop-" + f.name + "-" + mech.Name
+				c := connectMellium(t, srv, f, user, pass, res, mech)
+				want := user + "@" + testDomain + "/" + res
 				if got := c.LocalAddr().String(); got != want {
 					t.Errorf("bound JID = %q, want %q", got, want)
 				}
@@ -243,7 +246,7 @@ func TestMelliumLoginTLS12(t *testing.T) {
 			cfg.MaxVersion = tls.VersionTLS12
 			ctx, cancel := context.WithTimeout(context.Background(), negotiateTimeout)
 			defer cancel()
-			s, err := dialMellium(ctx, srv, families[0], cfg, "alice", "pw", "old", mech)
+			s, err := dialMellium(ctx, srv, families[0], cfg, "alice", "pw", "old-"+mech.Name, mech)
 			if err != nil {
 				t.Fatalf("%s login over TLS 1.2: %v", mech.Name, err)
 			}

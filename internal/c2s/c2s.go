@@ -121,10 +121,10 @@ func (s *Session) Deliver(el *stanza.Element) {
 	if s.w == nil {
 		return
 	}
-	if o := s.cfg.Observer; o != nil {
+	err := s.w.Append(func(dst []byte) []byte { return el.AppendXML(dst, stanza.NSClient) })
+	if o := s.cfg.Observer; o != nil && err == nil {
 		o.StanzaDelivered(s.remote, el)
 	}
-	_ = s.w.Append(func(dst []byte) []byte { return el.AppendXML(dst, stanza.NSClient) })
 }
 
 // Send implements module.Session.

@@ -188,11 +188,12 @@ func (r *Local) toMissingResource(ctx context.Context, el *stanza.Element, to ji
 	switch el.Local {
 	case "message":
 		switch typ {
-		case "", "normal", "chat", "headline":
+		case "chat":
 			return r.messageToBare(ctx, el, to.Bare(), typ)
-		case "groupchat":
+		case "", "normal", "groupchat":
 			return stanza.ErrServiceUnavailable
 		}
+		// Headlines and errors are dropped silently.
 		return nil
 	case "iq":
 		if typ == stanza.Get || typ == stanza.Set {
@@ -204,8 +205,12 @@ func (r *Local) toMissingResource(ctx context.Context, el *stanza.Element, to ji
 
 // messageToBare applies RFC 6121 §8.5.2 for a message to a local bare JID.
 func (r *Local) messageToBare(ctx context.Context, el *stanza.Element, to jid.JID, typ string) error {
-	if typ == "error" {
+	switch typ {
+	case "error":
 		return nil
+	case "groupchat":
+		// A groupchat message to a bare JID is never delivered (§8.5.2.1.3).
+		return stanza.ErrServiceUnavailable
 	}
 	sessions := r.Sessions(to)
 	var best [8]Session // most accounts have few resources: no allocation
@@ -234,9 +239,6 @@ func (r *Local) messageToBare(ctx context.Context, el *stanza.Element, to jid.JI
 			s.Deliver(el)
 		}
 		return nil
-	}
-	if typ == "groupchat" {
-		return stanza.ErrServiceUnavailable
 	}
 	if r.accounts != nil {
 		ok, err := r.accounts.Exists(ctx, to.Localpart(), to.Domainpart())

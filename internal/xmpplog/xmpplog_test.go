@@ -1,6 +1,7 @@
 package xmpplog
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -265,5 +266,17 @@ func TestCloseIgnoresLaterEvents(t *testing.T) {
 	}
 	if got := read(t, path); strings.Count(got, "\n") != 1 {
 		t.Errorf("log %q, want the one line written before Close", got)
+	}
+}
+
+func TestDropsAreReported(t *testing.T) {
+	var buf strings.Builder
+	l := &Logger{opts: Options{Name: "audit"}, log: slog.New(slog.NewTextHandler(&buf, nil))}
+	l.dropped.Add(3)
+	l.total.Add(3)
+	l.reportDrops()
+	l.reportDrops() // nothing new: no second line
+	if got := buf.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "logger=audit dropped=3 dropped_total=3") {
+		t.Errorf("report %q", got)
 	}
 }

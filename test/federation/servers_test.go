@@ -167,8 +167,6 @@ listen:
     ip: %q
     module: ejabberd_s2s_in
 s2s_use_starttls: optional
-s2s_dns_timeout: 1
-s2s_dns_retries: 0
 outgoing_s2s_families: [ipv4]
 auth_method: internal
 acl:

@@ -85,6 +85,11 @@ func (o *Offline) store(ctx context.Context, st *module.Stanza) (module.Verdict,
 		// Headlines, groupchat and errors are never stored (XEP-0160 §3).
 		return module.Continue, nil
 	}
+	if !worthStoring(st.El) {
+		// A chat state or receipt with nobody to read it means nothing later (XEP-0085 §5.6);
+		// dropping it also keeps such traffic from filling the user's quota.
+		return module.Handled, nil
+	}
 	user := st.To.Bare().String()
 	mu := o.lock(user)
 	mu.Lock()
@@ -113,11 +118,22 @@ func (o *Offline) store(ctx context.Context, st *module.Stanza) (module.Verdict,
 	return module.Handled, nil
 }
 
-// presence delivers the stored messages on the first available presence with a non-negative
-// priority of a session (XEP-0160 §4).
+// presence delivers the stored messages whenever a session becomes eligible for delivery:
+// available with a non-negative priority (XEP-0160 §4). A session that goes unavailable or
+// negative while staying connected becomes eligible again later, and messages stored meanwhile
+// must reach it then.
 func (o *Offline) presence(ctx context.Context, st *module.Stanza) (module.Verdict, error) {
 	s := st.Session
-	if s == nil || st.To.Domainpart() != "" || st.El.Attr("type") != "" || !s.Available() || s.Priority() < 0 {
+	if s == nil || st.To.Domainpart() != "" {
+		return module.Continue, nil
+	}
+	if typ := st.El.Attr("type"); typ == "unavailable" || (typ == "" && s.Priority() < 0) {
+		o.mu.Lock()
+		delete(o.flushed, s)
+		o.mu.Unlock()
+		return module.Continue, nil
+	}
+	if st.El.Attr("type") != "" || !s.Available() {
 		return module.Continue, nil
 	}
 	o.mu.Lock()
@@ -161,3 +177,15 @@ func (o *Offline) flush(ctx context.Context, s module.Session) {
 }
 
 var _ module.Module = (*Offline)(nil)
+
+// nsHints is XEP-0334 Message Processing Hints.
+const nsHints = "urn:xmpp:hints"
+
+// worthStoring reports whether a message should wait for its recipient: it has a body or an
+// explicit store hint, and no hint against storage (XEP-0334).
+func worthStoring(el *stanza.Element) bool {
+	if el.Child(nsHints, "no-store") != nil || el.Child(nsHints, "no-permanent-store") != nil {
+		return false
+	}
+	return el.Child("", "body") != nil || el.Child(nsHints, "store") != nil
+}

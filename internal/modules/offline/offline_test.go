@@ -40,7 +40,7 @@ func TestStoreAndDeliver(t *testing.T) {
 		romeo.Take()
 
 		romeo.Input(`<message to="juliet@example.com" type="chat" id="m1" xml:lang="en"><body>Art thou there?</body></message>`)
-		romeo.Input(`<message to="juliet@example.com/gone" id="m2"><body>&lt;hello&gt;</body><x xmlns="urn:example" a="1"/></message>`)
+		romeo.Input(`<message to="juliet@example.com/gone" type="chat" id="m2"><body>&lt;hello&gt;</body><x xmlns="urn:example" a="1"/></message>`)
 		// Not stored: headline (dropped by the router) and error.
 		romeo.Input(`<message to="juliet@example.com" type="headline" id="h"><body>news</body></message>`)
 		romeo.Input(`<message to="juliet@example.com" type="error" id="e"/>`)
@@ -60,7 +60,7 @@ func TestStoreAndDeliver(t *testing.T) {
 		expect(t, "juliet", juliet.Take(),
 			`<presence from="juliet@example.com/balcony" to="juliet@example.com"><priority>1</priority></presence>`,
 			`<message to="juliet@example.com" type="chat" id="m1" xml:lang="en" from="romeo@example.com/orchard"><body>Art thou there?</body><delay xmlns="urn:xmpp:delay" from="example.com" stamp="2024-05-06T07:08:09Z"/></message>`,
-			`<message to="juliet@example.com/gone" id="m2" from="romeo@example.com/orchard"><body>&lt;hello&gt;</body><x xmlns="urn:example" a="1"/><delay xmlns="urn:xmpp:delay" from="example.com" stamp="2024-05-06T07:08:09Z"/></message>`)
+			`<message to="juliet@example.com/gone" type="chat" id="m2" from="romeo@example.com/orchard"><body>&lt;hello&gt;</body><x xmlns="urn:example" a="1"/><delay xmlns="urn:xmpp:delay" from="example.com" stamp="2024-05-06T07:08:09Z"/></message>`)
 		n, err := b.Archive(offline.StoreName).Count(context.Background(), "juliet@example.com")
 		if err != nil || n != 0 {
 			t.Errorf("%d messages left, %v", n, err)
@@ -103,4 +103,21 @@ func TestParseElement(t *testing.T) {
 			t.Errorf("parsed %q", bad)
 		}
 	}
+}
+
+func TestBodylessAndHintedMessagesAreNotStored(t *testing.T) {
+	backends(t, func(t *testing.T, b storage.Backend) {
+		srv := rostertest.New(t, b, rostertest.Config{OfflineLimit: 5}, "example.com")
+		romeo := srv.Connect("romeo@example.com/orchard")
+		romeo.Input(`<presence/>`)
+		romeo.Take()
+		romeo.Input(`<message to="juliet@example.com" type="chat" id="c1"><composing xmlns="http://jabber.org/protocol/chatstates"/></message>`)
+		romeo.Input(`<message to="juliet@example.com" type="chat" id="c2"><body>x</body><no-store xmlns="urn:xmpp:hints"/></message>`)
+		romeo.Input(`<message to="juliet@example.com" type="chat" id="c3"><x xmlns="urn:example"/><store xmlns="urn:xmpp:hints"/></message>`)
+		expect(t, "romeo", romeo.Take())
+		n, err := b.Archive(offline.StoreName).Count(context.Background(), "juliet@example.com")
+		if err != nil || n != 1 {
+			t.Errorf("stored %d messages (%v), want only the one with a store hint", n, err)
+		}
+	})
 }
