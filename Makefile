@@ -16,7 +16,10 @@ FUZZ_TARGETS := \
 	./internal/config:FuzzParse \
 	./internal/sasl:FuzzPlain \
 	./internal/sasl:FuzzDigestMD5 \
-	./internal/sasl:FuzzSCRAM
+	./internal/sasl:FuzzSCRAM \
+	./internal/s2s:FuzzDialback \
+	./internal/jidutil:FuzzJID \
+	./internal/c2s:FuzzNegotiate
 
 .PHONY: build run test test-deps unit integration fuzz fuzz-brief bench vet clean
 
@@ -29,6 +32,7 @@ run: build
 
 test-deps:
 	./scripts/test-deps.sh
+	./scripts/peers.sh
 	./scripts/postgres.sh > .postgres.env
 
 test: test-deps build vet

@@ -381,6 +381,8 @@ func (s *Server) stop(t testing.TB) {
 	}
 }
 
+// terminate does the work of Stop; a process that is already gone is an
+// error, since nothing in a test should make the server exit on its own.
 func (s *Server) terminate(t testing.TB) {
 	select {
 	case <-s.exited:

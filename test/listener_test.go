@@ -193,7 +193,9 @@ func TestListenerPeers(t *testing.T) {
   Listen "%[3]s/xmpp.sock" {
     file_mode = 0600
   }
-`, func(dir string) { writeHtdigest(t, filepath.Join(dir, "htdigest"), map[string]string{"nurse": "secret"}) })
+`, func(dir string) {
+		writeHtdigest(t, filepath.Join(dir, "htdigest"), map[string]string{"nurse": "secret"})
+	})
 	sock := filepath.Join(filepath.Dir(srv.Dir), "xmpp.sock")
 
 	features := func(c *rawConn) *element { _, f := c.open(); return f }

@@ -466,12 +466,15 @@ func TestMelliumResourceConflict(t *testing.T) {
 // stamped by the server (RFC 6120 §8.1.2.1).
 func TestMelliumMessage(t *testing.T) {
 	t.Parallel()
-	srv := StartServer(t, ServerOptions{Users: map[string]string{"alice": "a", "bob": "b"}})
+	// Separate accounts per family: the cases run in parallel, and a message
+	// to bob's bare JID may rightly reach every available resource of bob.
+	srv := StartServer(t, ServerOptions{Users: map[string]string{"alice4": "a", "bob4": "b", "alice6": "a", "bob6": "b"}})
 	for _, f := range families {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
-			alice := connectMellium(t, srv, f, "alice", "a", "a-"+f.name, sasl.ScramSha256Plus)
-			bob := connectMellium(t, srv, f, "bob", "b", "b-"+f.name, sasl.ScramSha256Plus)
+			n := f.name[len(f.name)-1:]
+			alice := connectMellium(t, srv, f, "alice"+n, "a", "phone", sasl.ScramSha256Plus)
+			bob := connectMellium(t, srv, f, "bob"+n, "b", "desk", sasl.ScramSha256Plus)
 
 			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 			defer cancel()

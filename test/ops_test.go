@@ -5,8 +5,16 @@ package test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -396,4 +404,60 @@ func TestOpsReload(t *testing.T) {
 	}
 	opsPing(c, "c3")
 	opsPing(alice, "p3")
+}
+
+// writeCert writes a fresh self-signed certificate and key for the test domain.
+func writeCert(t *testing.T, dir string) (certPath, keyPath string, der []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: testDomain},
+		DNSNames:     []string{testDomain},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
+	der, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "renewed.crt"), filepath.Join(dir, "renewed.key")
+	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
+	return certPath, keyPath, der
+}
+
+func TestOpsReloadCertificate(t *testing.T) {
+	o := startOps(t, map[string]string{"alice": "pw"}, func(o *opsServer, port int) string {
+		return o.opsConfig(`debug_level = "DEBUG"`, "", "", port)
+	})
+	alice := dialRaw(t, o.Server)
+	alice.login(o.Server, "alice", "pw", "phone")
+
+	certPath, keyPath, der := writeCert(t, o.dir)
+	o.write(o.opsConfig(`debug_level = "DEBUG"`, "", fmt.Sprintf("tls_certificate = %q\n  tls_key = %q", certPath, keyPath), o.Port4))
+	o.mustCtl("reload")
+
+	var presented []byte
+	c := dialRaw(t, o.Server)
+	c.open()
+	c.startTLSWith(&tls.Config{
+		ServerName:         testDomain,
+		InsecureSkipVerify: true, // the test compares the certificate itself
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			presented = raw[0]
+			return nil
+		},
+	})
+	if !bytes.Equal(presented, der) {
+		t.Errorf("after the reload STARTTLS presented a certificate other than %s", certPath)
+	}
+	opsPing(alice, "still-here") // negotiated with the old certificate, still up
 }

@@ -242,6 +242,37 @@ func TestSlixmppLogin(t *testing.T) {
 	}
 }
 
+// TestSlixmppDefaultLogin logs in with slixmpp as an application would,
+// letting slixmpp pick the mechanism. slixmpp walks down its preference
+// list after each <failure/>: the -PLUS mechanisms (tls-unique only), then
+// SCRAM with gs2 flag "y", then DIGEST-MD5 and PLAIN. Each step is refused
+// for a reason of its own, so the test checks what users see: whether the
+// walk ends in a session before the server's limit on failed attempts ends
+// the stream.
+func TestSlixmppDefaultLogin(t *testing.T) {
+	t.Parallel()
+	requireSlixmpp(t)
+	srv := StartServer(t, ServerOptions{Users: map[string]string{"alice": "pw"}, NoIPv6: true})
+	for _, tc := range []struct {
+		name  string
+		tls12 bool
+	}{{"TLS1.3", false}, {"TLS1.2", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"--jid", "alice@" + testDomain, "--password", "pw"}
+			if tc.tls12 {
+				args = append(args, "--tls12")
+			}
+			res := runSlix(t, srv, families[0], "login", args...)
+			if !res.OK {
+				t.Fatalf("slixmpp with its default mechanism choice could not log in: last SASL failure %q %q (gs2 flag %q), stream error %q",
+					res.Error, res.Text, res.GS2Flag, res.StreamErr)
+			}
+			checkSession(t, res, "alice", families[0])
+		})
+	}
+}
+
 // saslConditions are the <failure/> conditions of RFC 6120 §6.5.
 var saslConditions = []string{
 	"aborted", "account-disabled", "credentials-expired", "encryption-required",
@@ -335,13 +366,17 @@ func TestSlixmppQueries(t *testing.T) {
 func TestSlixmppMessage(t *testing.T) {
 	t.Parallel()
 	requireSlixmpp(t)
-	srv := StartServer(t, ServerOptions{Users: map[string]string{"alice": "a-pass", "bob": "b-pass"}})
+	// Separate accounts per family: the cases run in parallel, and a message
+	// to bob's bare JID may rightly reach every available resource of bob.
+	srv := StartServer(t, ServerOptions{Users: map[string]string{
+		"alice4": "a-pass", "bob4": "b-pass", "alice6": "a-pass", "bob6": "b-pass"}})
 	for _, f := range families {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
+			n := f.name[len(f.name)-1:]
 			res := runSlix(t, srv, f, "message",
-				"--jid", "alice@"+testDomain, "--password", "a-pass",
-				"--peer-jid", "bob@"+testDomain, "--peer-password", "b-pass",
+				"--jid", "alice"+n+"@"+testDomain, "--password", "a-pass",
+				"--peer-jid", "bob"+n+"@"+testDomain, "--peer-password", "b-pass",
 				"--mech", "PLAIN")
 			if !res.OK {
 				t.Fatalf("message scenario failed: %s", res.Error)

@@ -22,6 +22,7 @@ import (
 
 	"impetus/internal/auth"
 	"impetus/internal/core"
+	"impetus/internal/limits"
 	"impetus/internal/observe"
 	"impetus/internal/stanza"
 	"impetus/internal/transport"
@@ -54,8 +55,25 @@ type Config struct {
 	// MaxAuthFailures closes the stream after this many failed SASL attempts.
 	MaxAuthFailures int
 	Log             *slog.Logger
+	// Streams, when set, tracks every live stream for shutdown.
+	Streams *Streams
 	// Observer, when set, is told about every stanza read from and queued for the client.
 	Observer observe.Observer
+
+	// AuthThrottle, when set, counts failed authentications per IP address and per account
+	// across streams; once either reaches its limit within AuthFailureWindow, attempts fail with
+	// temporary-auth-failure after AuthFailureDelay, whatever the credentials.
+	AuthThrottle           *limits.AuthThrottle
+	AuthFailuresPerIP      int
+	AuthFailuresPerAccount int
+	AuthFailureWindow      time.Duration
+	AuthFailureDelay       time.Duration
+	// MaxResources bounds the resources one account binds at once; 0 means no bound.
+	MaxResources int
+	// ReadRate and ReadBurst shape reads from the client in bytes per second (limits.Shape);
+	// a ReadRate of 0 reads as fast as the client sends.
+	ReadRate  int
+	ReadBurst int
 }
 
 // Session is one client stream.
@@ -76,12 +94,21 @@ type Session struct {
 	username   string
 	jid        jid.JID
 	headerSent bool
-	authFails  int
+	authFails  int // weighted: three per wrong credential, one per protocol refusal
 
 	available atomic.Bool
 	priority  atomic.Int32
 	closeOnce sync.Once
 	scratch   []byte
+	// peer is the bare JID the client claimed in its stream header's 'from', echoed as 'to'.
+	peer string
+	// raw is the accepted connection, never replaced, so other goroutines may set its deadline.
+	raw net.Conn
+	// pendingClose is a stream error another goroutine asked for before the stream was bound;
+	// the read goroutine, which owns negotiation output, sends it.
+	pendingClose atomic.Pointer[stanza.StreamError]
+	// bound is set once the writer exists and other goroutines may close the stream directly.
+	bound atomic.Bool
 }
 
 // newStreamID returns an unpredictable stream id (RFC 6120 §4.7.3).
@@ -93,9 +120,18 @@ func newStreamID() string {
 
 // Serve runs a client stream whose header dec has already read. It returns when the stream ends.
 func Serve(ctx context.Context, nc net.Conn, dec *xmlstream.Decoder, hdr *xmlstream.Header, cfg *Config) {
-	s := &Session{cfg: cfg, nc: nc, dec: dec, remote: nc.RemoteAddr().String(), since: time.Now()}
+	s := &Session{cfg: cfg, nc: nc, raw: nc, dec: dec, remote: nc.RemoteAddr().String(), since: time.Now()}
+	if cfg.Streams != nil {
+		cfg.Streams.add(s)
+		defer cfg.Streams.remove(s)
+	}
 	s.log = cfg.Log.With("remote", s.remote)
 	defer s.shutdown(ctx)
+	if cfg.ReadRate > 0 {
+		// Shaping the raw connection also shapes TLS, which STARTTLS layers on top of it.
+		s.nc = limits.Shape(nc, cfg.ReadRate, cfg.ReadBurst)
+		dec.SetReader(s.nc)
+	}
 	if cfg.HandshakeTimeout > 0 {
 		deadline := time.Now().Add(cfg.HandshakeTimeout)
 		_ = nc.SetReadDeadline(deadline)
@@ -122,6 +158,12 @@ func (s *Session) Deliver(el *stanza.Element) {
 		return
 	}
 	err := s.w.Append(func(dst []byte) []byte { return el.AppendXML(dst, stanza.NSClient) })
+	if errors.Is(err, transport.ErrQueueFull) {
+		// The writer may be blocked in a write to a client that does not read: end that write
+		// now so that the writer reports the overflow (writerFailed) instead of waiting for
+		// its write timeout.
+		_ = s.nc.SetWriteDeadline(time.Now())
+	}
 	if o := s.cfg.Observer; o != nil && err == nil {
 		o.StanzaDelivered(s.remote, el)
 	}
@@ -145,7 +187,19 @@ func (s *Session) Since() time.Time { return s.since }
 func (s *Session) TLSState() *tls.ConnectionState { return s.tlsState }
 
 // Close ends the stream with a stream error (e.g. system-shutdown); safe from any goroutine.
-func (s *Session) Close(serr *stanza.StreamError) { s.closeWith(serr) }
+// Before the stream is bound, only the read goroutine writes, so it is woken to do so.
+func (s *Session) Close(serr *stanza.StreamError) {
+	if s.bound.Load() {
+		s.closeWith(serr)
+		return
+	}
+	s.pendingClose.Store(serr)
+	_ = s.raw.SetReadDeadline(time.Now())
+	if s.bound.Load() {
+		// Bound meanwhile: the read loop may not look at pendingClose again.
+		s.closeWith(serr)
+	}
+}
 
 // streamHeader appends our stream header.
 func (s *Session) streamHeader(dst []byte) []byte {
@@ -153,6 +207,11 @@ func (s *Session) streamHeader(dst []byte) []byte {
 	dst = append(dst, s.id...)
 	dst = append(dst, "' from='"...)
 	dst = append(dst, s.domain...)
+	if s.peer != "" {
+		// RFC 6120 §4.7.2: answer the initiating entity's 'from' with 'to'.
+		dst = append(dst, "' to='"...)
+		dst = stanza.AppendAttrValue(dst, s.peer)
+	}
 	dst = append(dst, "' version='1.0' xml:lang='"...)
 	dst = append(dst, s.lang...)
 	return append(dst, "'>"...)
@@ -177,6 +236,12 @@ func (s *Session) openStream(hdr *xmlstream.Header) error {
 		s.id = newStreamID()
 	}
 	s.headerSent = false
+	s.peer = ""
+	if hdr.From != "" {
+		if j, err := jid.Parse(hdr.From); err == nil {
+			s.peer = j.Bare().String()
+		}
+	}
 	if s.lang == "" {
 		s.lang = "en"
 		if hdr.Lang != "" && len(hdr.Lang) < 36 && isLangTag(hdr.Lang) {
@@ -252,6 +317,10 @@ func isLangTag(s string) bool {
 
 // fail reports a negotiation or stream failure to the client as the right stream error.
 func (s *Session) fail(err error) {
+	if p := s.pendingClose.Load(); p != nil {
+		s.closeWith(p)
+		return
+	}
 	var serr *stanza.StreamError
 	var xerr *xmlstream.Error
 	var nerr net.Error

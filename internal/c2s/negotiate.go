@@ -212,6 +212,10 @@ func (s *Session) authenticate(ctx context.Context, auth *stanza.Element, mechs 
 		}
 		cfg.ChannelBinding = sasl.NewChannelBinding(s.tlsState, leaf)
 	}
+	if s.throttled("") {
+		// Answered before any credential is looked at, so a throttled address learns nothing.
+		return false, s.throttledFailure(mech, "")
+	}
 	neg, err := sasl.NewServer(mech, cfg)
 	if err != nil {
 		f := &sasl.Failure{Condition: "invalid-mechanism"}
@@ -222,6 +226,15 @@ func (s *Session) authenticate(ctx context.Context, auth *stanza.Element, mechs 
 	if ferr != nil {
 		return false, s.saslFailure(ferr, mech, "")
 	}
+	// The username the client claims, for the per-account throttle: the negotiator only tells
+	// the authenticated one.
+	claimed := claimedUser(mech, resp)
+	user := func() string {
+		if u := neg.Username(); u != "" {
+			return u
+		}
+		return claimed
+	}
 	for {
 		challenge, done, err := neg.Step(ctx, resp)
 		if err != nil {
@@ -230,9 +243,18 @@ func (s *Session) authenticate(ctx context.Context, auth *stanza.Element, mechs 
 				s.log.Error("authentication backend failed", "mechanism", mech, "err", err)
 				f = &sasl.Failure{Condition: "temporary-auth-failure"}
 			}
-			return false, s.saslFailure(f, mech, neg.Username())
+			if s.throttled(user()) {
+				return false, s.throttledFailure(mech, user())
+			}
+			s.recordFailure(f, user())
+			return false, s.saslFailure(f, mech, user())
 		}
 		if done {
+			if s.throttled(user()) {
+				// Right and wrong passwords get the same answer while the account is
+				// throttled; otherwise the throttle would confirm a guess.
+				return false, s.throttledFailure(mech, user())
+			}
 			return s.saslSuccess(neg, mech, challenge)
 		}
 		ch := stanza.NewElement(stanza.NSSASL, "challenge")
@@ -250,6 +272,9 @@ func (s *Session) authenticate(ctx context.Context, auth *stanza.Element, mechs 
 		case el.Space == stanza.NSSASL && el.Local == "response":
 			if resp, ferr = decodeSASL(el.Text()); ferr != nil {
 				return false, s.saslFailure(ferr, mech, neg.Username())
+			}
+			if c := claimedUser(mech, resp); c != "" {
+				claimed = c
 			}
 			if resp == nil {
 				resp = []byte{}
@@ -310,7 +335,14 @@ func (s *Session) saslSuccess(neg sasl.Negotiator, mech string, additional []byt
 
 // saslFailure reports a failed attempt; too many end the stream.
 func (s *Session) saslFailure(f *sasl.Failure, mech, user string) error {
-	s.authFails++
+	// Wrong credentials count fully; protocol refusals (a channel binding the client cannot do,
+	// a mechanism it then retries without) count a third, so clients that probe their way down
+	// the mechanism list still reach one that works, while endless attempts stay bounded.
+	if f.Credentials {
+		s.authFails += 3
+	} else {
+		s.authFails++
+	}
 	metrics.Default.Auth(mech, false)
 	if s.cfg.LogAuthentication {
 		s.log.Log(context.Background(), observe.LevelAuth, "authentication failed", "mechanism", mech, "username", user, "condition", f.Condition)
@@ -324,7 +356,7 @@ func (s *Session) saslFailure(f *sasl.Failure, mech, user string) error {
 	if err := s.writeSync(el); err != nil {
 		return err
 	}
-	if s.cfg.MaxAuthFailures > 0 && s.authFails >= s.cfg.MaxAuthFailures {
+	if s.cfg.MaxAuthFailures > 0 && s.authFails >= 3*s.cfg.MaxAuthFailures {
 		return stanza.NewStreamError("policy-violation", "too many failed authentication attempts")
 	}
 	return nil
@@ -381,6 +413,13 @@ func (s *Session) bindPhase(ctx context.Context) error {
 			}
 			continue
 		}
+		if s.atResourceLimit(full) {
+			// RFC 6120 §7.6.2.1: the account has bound as many resources as it may.
+			if werr := s.writeSync(stanza.ErrorReply(el, stanza.NewError("resource-constraint", "too many resources bound for this account"))); werr != nil {
+				return werr
+			}
+			continue
+		}
 		s.jid = full
 		s.w = transport.NewWriter(s.nc, s.cfg.MaxQueue, 0, s.writerFailed)
 		reply := stanza.ResultReply(el, stanza.NewElement(stanza.NSBind, "bind").AddChild(
@@ -388,8 +427,11 @@ func (s *Session) bindPhase(ctx context.Context) error {
 		reply.RemoveAttr("from")
 		reply.RemoveAttr("to")
 		s.Deliver(reply)
-		s.cfg.Core.Router.Bind(s)
+		// The logger is replaced before the session becomes reachable (Bind, Close), so other
+		// goroutines only ever see the final one.
 		s.log = s.log.With("jid", full.String())
+		s.bound.Store(true)
+		s.cfg.Core.Router.Bind(s)
 		s.log.Info("session bound")
 		if h := s.cfg.Core.Host(s.domain); h != nil {
 			h.SessionBound(ctx, s)

@@ -74,6 +74,13 @@ type XMPP struct {
 	ControlSocket string `conf:"control_socket"`
 	// MetricsListen is the host:port of the Prometheus metrics HTTP listener; "" for none.
 	MetricsListen string `conf:"metrics_listen"`
+	// The federation options (docs/federation.md).
+	S2SRemoteDomains            string        `conf:"s2s_remote_domains"` // "all" or "listed"
+	S2SDialbackWithoutValidCert bool          `conf:"s2s_dialback_without_valid_cert"`
+	S2SCAFile                   string        `conf:"s2s_ca_file"`
+	S2SIdleTime                 time.Duration `conf:"s2s_idle_time"`
+	S2SConnectTimeout           time.Duration `conf:"s2s_connect_timeout"`
+	S2SMaxQueue                 int           `conf:"s2s_max_queue"`
 }
 
 // Role is a domain's XMPP_Role.

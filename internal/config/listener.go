@@ -39,6 +39,21 @@ type ListenerOptions struct {
 	MaxStanzaSize         int64         `conf:"max_stanza_size"`
 	AllowPlainWithoutTLS  bool          `conf:"allow_plain_without_tls"`
 	MaxXMLDepth           int           `conf:"max_xml_depth"`
+	// The hardening limits; docs/security.md describes each.
+	MaxXMLAttributes       int           `conf:"max_xml_attributes"`
+	MaxAttributeLength     int           `conf:"max_attribute_length"`
+	HandshakeTimeout       time.Duration `conf:"handshake_timeout"`
+	MaxConnections         int           `conf:"max_connections"`
+	MaxConnectionsPerIP    int           `conf:"max_connections_per_ip"`
+	ReadRate               int           `conf:"read_rate"`
+	ReadBurst              int           `conf:"read_burst"`
+	MaxAuthFailures        int           `conf:"max_auth_failures"`
+	AuthFailuresPerIP      int           `conf:"auth_failures_per_ip"`
+	AuthFailuresPerAccount int           `conf:"auth_failures_per_account"`
+	AuthFailureWindow      time.Duration `conf:"auth_failure_window"`
+	AuthFailureDelay       time.Duration `conf:"auth_failure_delay"`
+	MaxResourcesPerAccount int           `conf:"max_resources_per_account"`
+	MaxOutboundQueue       int           `conf:"max_outbound_queue"`
 }
 
 // TLSVerifyMode is the tls_verify_mode option.

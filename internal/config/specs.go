@@ -63,6 +63,21 @@ var listenerRows = []listenerRow{
 	{OptionSpec{Name: "max_stanza_size", Type: TypeSize, Default: "262144", Doc: "largest stanza in bytes (Impetus)"}, atListener | atListen | atPeer},
 	{OptionSpec{Name: "allow_plain_without_tls", Type: TypeBool, Default: "false", Doc: "offer SASL PLAIN before TLS (Impetus)"}, atListener | atListen | atPeer},
 	{OptionSpec{Name: "max_xml_depth", Type: TypeInt, Default: "32", Doc: "deepest element nesting in a stanza (Impetus)"}, atListener | atListen | atPeer},
+	// The hardening limits (docs/security.md gives each default and what exceeding it does).
+	{OptionSpec{Name: "max_xml_attributes", Type: TypeInt, Default: "64", Doc: "attributes per element, namespace declarations included (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "max_attribute_length", Type: TypeSize, Default: "16384", Doc: "longest attribute value in bytes (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "handshake_timeout", Type: TypeDuration, Default: "30", Doc: "seconds from connect until TLS, SASL and resource binding must be done (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "max_connections", Type: TypeInt, Default: "10000", Doc: "open connections on all sockets together; 0 means no bound (Impetus)"}, atListener | atListen},
+	{OptionSpec{Name: "max_connections_per_ip", Type: TypeInt, Default: "100", Doc: "open connections from one IP address; 0 means no bound (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "read_rate", Type: TypeSize, Default: "50000", Doc: "bytes per second read from one connection; 0 means no shaping (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "read_burst", Type: TypeSize, Default: "100000", Doc: "bytes one connection may send at once above read_rate (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "max_auth_failures", Type: TypeInt, Default: "5", Doc: "failed SASL attempts before a stream is closed; 0 means no bound (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "auth_failures_per_ip", Type: TypeInt, Default: "10", Doc: "failed authentications from one IP address within auth_failure_window before it is throttled; 0 means no bound (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "auth_failures_per_account", Type: TypeInt, Default: "20", Doc: "failed authentications of one account within auth_failure_window before it is throttled; 0 means no bound (Impetus)"}, atListener | atListen},
+	{OptionSpec{Name: "auth_failure_window", Type: TypeDuration, Default: "300", Doc: "seconds a failed authentication counts against its IP address and account (Impetus)"}, atListener | atListen},
+	{OptionSpec{Name: "auth_failure_delay", Type: TypeDuration, Default: "2", Doc: "seconds a throttled authentication attempt waits before its failure is sent (Impetus)"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "max_resources_per_account", Type: TypeInt, Default: "10", Doc: "resources one account may bind at once; 0 means no bound (Impetus)"}, atListener | atListen},
+	{OptionSpec{Name: "max_outbound_queue", Type: TypeSize, Default: "1048576", Doc: "bytes waiting to be sent to one client before it is disconnected (Impetus)"}, atListener | atListen | atPeer},
 }
 
 func listenerOptions(at int) []OptionSpec {
@@ -113,7 +128,14 @@ func newGlobalSpec() *ScopeSpec {
 				OptionSpec{Name: "max_roster_items", Type: TypeInt, Default: "1000", Doc: "items one roster may hold; 0 means no bound (Impetus)"},
 				OptionSpec{Name: "max_offline_messages", Type: TypeInt, Default: "100", Doc: "messages kept for one offline user; 0 means no bound (Impetus)"},
 				OptionSpec{Name: "control_socket", Type: TypeString, Doc: `path of the impetus ctl socket; default control.sock in the data directory, "none" for no socket (Impetus)`},
-				OptionSpec{Name: "metrics_listen", Type: TypeString, Doc: "host:port serving Prometheus metrics at /metrics; unset for none (Impetus)"})},
+				OptionSpec{Name: "metrics_listen", Type: TypeString, Doc: "host:port serving Prometheus metrics at /metrics; unset for none (Impetus)"},
+				// Federation (docs/federation.md).
+				OptionSpec{Name: "s2s_remote_domains", Type: TypeString, Default: "all", Values: []string{"all", "listed"}, Doc: "remote domains reached and accepted: all, or only XMPP_Role client domains (Impetus)"},
+				OptionSpec{Name: "s2s_dialback_without_valid_cert", Type: TypeBool, Default: "true", Doc: "allow dialback from peers whose certificate does not validate (Impetus)"},
+				OptionSpec{Name: "s2s_ca_file", Type: TypeString, Doc: "PEM CAs for peer certificates; default the system roots (Impetus)"},
+				OptionSpec{Name: "s2s_idle_time", Type: TypeDuration, Default: "600", Doc: "seconds before an unused server stream is closed; 0 never (Impetus)"},
+				OptionSpec{Name: "s2s_connect_timeout", Type: TypeDuration, Default: "30", Doc: "seconds to set up one server stream or dialback check (Impetus)"},
+				OptionSpec{Name: "s2s_max_queue", Type: TypeInt, Default: "1000", Doc: "stanzas waiting for one outbound stream being set up (Impetus)"})},
 			{Kind: "xmpp_listener", Singleton: true, Doc: "accepts XMPP client and server streams", Options: listenerOptions(atListener), Scopes: []*ScopeSpec{listen, peer}},
 			{Kind: "domain", Name: NameRequired, Doc: "a domain; #xmpp#name names an XMPP one", Options: []OptionSpec{
 				{Name: "xmpp_role", Type: TypeString, Values: []string{"server", "client"}, Doc: "server: hosted here; client: remote, reached over s2s"},

@@ -13,6 +13,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"impetus/internal/jidutil"
 	"impetus/internal/module"
 	"impetus/internal/router"
 	"impetus/internal/stanza"
@@ -58,7 +59,8 @@ func (c *Core) FromClient(ctx context.Context, s module.Session, el *stanza.Elem
 	var to jid.JID
 	if t := el.Attr("to"); t != "" {
 		var err error
-		if to, err = jid.Parse(t); err != nil {
+		// jidutil.Parse also refuses addresses jid.Parse prepares into an invalid form.
+		if to, err = jidutil.Parse(t); err != nil {
 			c.bounce(ctx, el, stanza.NewError("jid-malformed", "invalid 'to' address"))
 			return
 		}

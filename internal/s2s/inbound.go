@@ -156,14 +156,18 @@ func (s *inStream) open(hdr *xmlstream.Header) error {
 	case s.local != "" && to != s.local:
 		return stanza.NewStreamError("host-unknown", "the restarted stream names another domain")
 	}
-	s.local = to
+	from := s.remote
 	if hdr.From != "" {
-		from, ok := domainOf(hdr.From)
-		if !ok {
+		var ok bool
+		if from, ok = domainOf(hdr.From); !ok {
 			return stanza.NewStreamError("invalid-from", "the stream 'from' is not a domain")
 		}
-		s.remote = from
 	}
+	// Verifications running in the background write headers with these; they change only
+	// under the lock.
+	s.mu.Lock()
+	s.local, s.remote = to, from
+	s.mu.Unlock()
 	s.ns = hdr.Namespaces["db"] == stanza.NSDialback
 	s.log = s.baseLog.With("local", s.local, "remote", s.remote)
 	if !versionAtLeast1(hdr.Version) {
@@ -276,8 +280,8 @@ func (s *inStream) external(auth *stanza.Element) error {
 	}
 	s.write(stanza.NewElement(stanza.NSSASL, "success"))
 	s.sasl = d
-	s.remote = d
 	s.mu.Lock()
+	s.remote = d
 	s.verified[pair{local: s.local, remote: d}] = true
 	s.mu.Unlock()
 	s.log.Info("peer authenticated with SASL EXTERNAL", "domain", d)
@@ -346,6 +350,12 @@ func (s *inStream) dialbackResult(el *stanza.Element) error {
 	s.m.wg.Add(1)
 	go func() {
 		defer s.m.wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("dialback verification panicked", "panic", r)
+				s.closeWith(stanza.NewStreamError("internal-server-error", ""))
+			}
+		}()
 		ctx, cancel := context.WithTimeout(s.m.ctx, s.m.cfg.ConnectTimeout)
 		valid, serr := s.m.verify(ctx, to, from, id, key)
 		cancel()

@@ -82,6 +82,14 @@ func (s *outStream) enqueue(el *stanza.Element) error {
 func (s *outStream) run() {
 	defer s.m.wg.Done()
 	log := s.m.cfg.Log.With("local", s.local, "remote", s.remote, "dir", "out")
+	defer func() {
+		// A bug must cost one stream, not the server.
+		if r := recover(); r != nil {
+			log.Error("outbound stream panicked", "panic", r)
+			s.close(stanza.NewStreamError("internal-server-error", ""), false)
+			s.fail(errors.New("internal error"))
+		}
+	}()
 	ctx, cancel := context.WithTimeout(s.m.ctx, s.m.cfg.ConnectTimeout)
 	c, feats, err := s.m.open(ctx, s.local, s.remote)
 	if err == nil {

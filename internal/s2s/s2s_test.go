@@ -27,6 +27,7 @@ type node struct {
 	domains []string
 	tls     *tls.Config
 	routed  chan *stanza.Element
+	addr    string // where the node accepts server streams
 }
 
 type network struct {
@@ -60,7 +61,23 @@ func (n *network) add(t testing.TB, mod func(*Config), domains ...string) *node 
 		mod(&cfg)
 	}
 	nd.m = New(cfg)
-	t.Cleanup(func() { nd.m.Close(2 * time.Second) })
+	// Each node listens on a loopback port, so streams run over real sockets as in production
+	// (net.Pipe's unbuffered writes would make both ends wait for each other on close).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.addr = ln.Addr().String()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveConn(nd, c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); nd.m.Close(2 * time.Second) })
 	n.mu.Lock()
 	for _, d := range domains {
 		n.nodes[d] = nd
@@ -69,7 +86,7 @@ func (n *network) add(t testing.TB, mod func(*Config), domains ...string) *node 
 	return nd
 }
 
-// connect is every node's Connect: a pipe whose other end the target node serves.
+// connect is every node's Connect: a connection to the target node's listener.
 func (n *network) connect(ctx context.Context, domain string) (net.Conn, error) {
 	n.mu.Lock()
 	nd, down := n.nodes[domain], n.down[domain]
@@ -77,9 +94,8 @@ func (n *network) connect(ctx context.Context, domain string) (net.Conn, error) 
 	if nd == nil || down {
 		return nil, errors.New("no route to " + domain)
 	}
-	a, b := net.Pipe()
-	go serveConn(nd, b)
-	return a, nil
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", nd.addr)
 }
 
 func serveConn(nd *node, c net.Conn) {

@@ -157,7 +157,7 @@ func (d *digestServer) verify(ctx context.Context, msg []byte) (string, error) {
 	prefix := ha1hex + ":" + d.nonce + ":" + dir["nc"] + ":" + dir["cnonce"] + ":" + qop + ":"
 	want := hexMD5(prefix + hexMD5("AUTHENTICATE:"+dir["digest-uri"]))
 	if subtle.ConstantTimeCompare([]byte(want), []byte(resp)) != 1 || creds == nil {
-		return "", fail(NotAuthorized, "authentication failed")
+		return "", wrongCredentials()
 	}
 	d.user, d.authzid = creds.Username, authzid
 	return hexMD5(prefix + hexMD5(":"+dir["digest-uri"])), nil

@@ -62,10 +62,10 @@ func (p *plainServer) Step(ctx context.Context, response []byte) ([]byte, bool, 
 	if creds == nil {
 		// Check against a dummy so an unknown user costs about the same.
 		(&auth.Credentials{Password: "\x00", HasPassword: true}).CheckPassword(passwd)
-		return nil, false, fail(NotAuthorized, "authentication failed")
+		return nil, false, wrongCredentials()
 	}
 	if !creds.CheckPassword(passwd) {
-		return nil, false, fail(NotAuthorized, "authentication failed")
+		return nil, false, wrongCredentials()
 	}
 	p.username, p.authzid = creds.Username, authzid
 	return nil, true, nil

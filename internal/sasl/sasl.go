@@ -118,7 +118,11 @@ func (c *Config) newNonce() string {
 type Failure struct {
 	Condition string
 	Text      string
-	err       error
+	// Credentials is set when the client's password or proof was checked and found wrong, as
+	// opposed to a protocol refusal (unknown channel binding, downgrade, malformed message).
+	// Throttling counts only these, so a client probing mechanisms is not locked out.
+	Credentials bool
+	err         error
 }
 
 // Error implements error.
@@ -134,6 +138,11 @@ func (f *Failure) Unwrap() error { return f.err }
 
 func fail(cond, format string, args ...any) *Failure {
 	return &Failure{Condition: cond, Text: fmt.Sprintf(format, args...)}
+}
+
+// wrongCredentials is the failure for a password or proof that does not match.
+func wrongCredentials() *Failure {
+	return &Failure{Condition: NotAuthorized, Text: "authentication failed", Credentials: true}
 }
 
 // Negotiator is one server-side SASL exchange. It is not safe for concurrent

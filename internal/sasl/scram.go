@@ -345,7 +345,7 @@ func (s *scramServer) clientFinal(msg []byte) ([]byte, error) {
 	subtle.XORBytes(clientKey, proof, clientSig)
 	ok := subtle.ConstantTimeCompare(s.hash.sum(clientKey), s.storedKey) == 1
 	if !ok || !s.known {
-		return nil, fail(NotAuthorized, "authentication failed")
+		return nil, wrongCredentials()
 	}
 	s.username, s.authzidOK = s.user, s.authzid
 	return []byte("v=" + base64.StdEncoding.EncodeToString(s.hash.hmac(s.serverKey, authMessage))), nil

@@ -17,7 +17,11 @@ import (
 // startFederation creates the server-to-server manager and makes it the core's path to
 // domains this server does not host. cert is presented to peers for SASL EXTERNAL.
 func (s *Server) startFederation(lc *config.Listener, hosted map[string]bool, domains []string) error {
-	x := federationOptions(s.cfg)
+	x := s.cfg.XMPP
+	if x == nil {
+		// Without an xmpp scope the option defaults apply.
+		x = &config.XMPP{S2SRemoteDomains: "all", S2SDialbackWithoutValidCert: true, S2SIdleTime: 10 * time.Minute, S2SConnectTimeout: 30 * time.Second, S2SMaxQueue: 1000}
+	}
 	var roots *x509.CertPool
 	if x.S2SCAFile != "" {
 		pem, err := os.ReadFile(x.S2SCAFile)
@@ -80,17 +84,3 @@ func (s *Server) stopFederation() {
 
 // serverStreamNS is the content namespace the listener hands to the s2s manager.
 const serverStreamNS = stanza.NSServer
-
-// fedOptions are the xmpp scope's s2s options.
-type fedOptions struct {
-	S2SRemoteDomains            string
-	S2SDialbackWithoutValidCert bool
-	S2SIdleTime                 time.Duration
-	S2SConnectTimeout           time.Duration
-	S2SMaxQueue                 int
-	S2SCAFile                   string
-}
-
-func federationOptions(c *config.Config) fedOptions {
-	return fedOptions{S2SRemoteDomains: "all", S2SDialbackWithoutValidCert: true, S2SIdleTime: 10 * time.Minute, S2SConnectTimeout: 30 * time.Second, S2SMaxQueue: 1000}
-}

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -71,7 +73,7 @@ func (s *Server) listenerWiring(lc *config.Listener, domains []string) (*listenW
 		}
 		if p := authParams(o); p != nil && *p != w.base {
 			if _, err := s.peerAuth.get(s, *p, domains); err != nil {
-				return fmt.Errorf("server: %s: %w", where, err)
+				return fmt.Errorf("%w (for %s)", err, where)
 			}
 		}
 		return nil
@@ -117,6 +119,7 @@ func (s *Server) peerConfig(base *c2s.Config, w *listenWiring, lc *config.Listen
 	c.IdleTime = o.IdleTime
 	c.AllowPlainWithoutTLS = o.AllowPlainWithoutTLS
 	c.Limits = limits(o)
+	s.applyLimits(&c, o)
 	tc, err := w.tls.Get(tlsconf.FromListener(o))
 	if err != nil {
 		// Without its own TLS settings the connection gets no STARTTLS rather than a
@@ -196,6 +199,26 @@ func (p *peerStores) get(s *Server, params config.AuthParams, domains []string) 
 	ps := peerStore{store: store, realm: realm}
 	p.stores[params] = ps
 	return ps, nil
+}
+
+// exists reports whether any of the stores holds the account.
+func (p *peerStores) exists(ctx context.Context, localpart, domain string) (bool, error) {
+	p.mu.Lock()
+	stores := make([]auth.Store, 0, len(p.stores))
+	for _, ps := range p.stores {
+		stores = append(stores, ps.store)
+	}
+	p.mu.Unlock()
+	for _, st := range stores {
+		_, err := st.Lookup(ctx, localpart, domain)
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, auth.ErrNotFound) {
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 func (p *peerStores) close() {

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"context"
+	"crypto/md5"
 	"crypto/tls"
+	"encoding/hex"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -72,12 +75,12 @@ func TestPeerConfig(t *testing.T) {
 	s, cfg := loadListenerConfig(t, `xmpp {}
 domain "#xmpp#localhost" { XMPP_Role = "server" }
 xmpp_listener {
-  AuthPlainParameters = [ uri = "passwd" ]
+  AuthPlainParameters = [ uri = "file://passwd" ]
   idle_time = 60
   Peer "10.0.0.0/8" { tls_ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256"  idle_time = 5 }
   Listen "127.0.0.1:5222" {
     Peer "10.1.0.0/16" {
-      AuthDigestMD5Parameters = [ uri = "htdigest" realm = "partner" ]
+      AuthDigestMD5Parameters = [ uri = "digest://htdigest" realm = "partner" ]
       tls_verify_mode = "none"
     }
   }
@@ -85,6 +88,11 @@ xmpp_listener {
 `)
 	lc := cfg.Listener
 	ls := lc.Listens[0]
+	// nurse:partner:md5("nurse:partner:secret")
+	sum := md5.Sum([]byte("nurse:partner:secret"))
+	if err := os.WriteFile(filepath.Join(s.opts.DataDir, "htdigest"), []byte("nurse:partner:"+hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	w, err := s.listenerWiring(lc, []string{"localhost"})
 	if err != nil {
 		t.Fatal(err)
@@ -111,5 +119,12 @@ xmpp_listener {
 	// The same parameters reuse the store opened at wiring time.
 	if c2 := s.peerConfig(base, w, lc, ls, netip.MustParseAddr("10.1.9.9")); c2.Auth != c.Auth {
 		t.Errorf("the Peer's store was opened twice")
+	}
+	// The Peer's accounts exist for the rest of the server.
+	if ok, err := s.peerAuth.exists(context.Background(), "nurse", "localhost"); !ok || err != nil {
+		t.Errorf("nurse of the Peer's store: exists %v, %v", ok, err)
+	}
+	if ok, _ := s.peerAuth.exists(context.Background(), "mallory", "localhost"); ok {
+		t.Errorf("an unknown account exists")
 	}
 }

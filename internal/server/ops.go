@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -448,6 +449,8 @@ func (s *Server) stats() string {
 	w := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(w, "uptime\t%s\n", time.Since(s.ops.start).Round(time.Second))
 	fmt.Fprintf(w, "sessions\t%d\n", len(s.router.All()))
+	// Goroutines return to a baseline when clients leave; the soak test (make soak) checks it.
+	fmt.Fprintf(w, "goroutines\t%d\n", runtime.NumGoroutine())
 	fmt.Fprintf(w, "connections open\t%d\n", st.ConnectionsOpen)
 	fmt.Fprintf(w, "connections accepted\t%d\n", st.ConnectionsAccepted)
 	for _, k := range []string{"message", "presence", "iq", "other"} {

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"impetus/internal/auth"
@@ -53,6 +52,8 @@ type Server struct {
 	core      *core.Core
 	hosts     []*module.Host
 	listeners []*listener.Listener
+	// streams holds every client stream, bound or not, for shutdown.
+	streams c2s.Streams
 	// s2s carries stanzas to and from other servers.
 	s2s *s2s.Manager
 	// tlsConfigs shares one TLS configuration among the Listen and Peer scopes whose TLS
@@ -63,6 +64,8 @@ type Server struct {
 	peerAuth peerStores
 	// ops is what can change while running: reload, loggers, control socket, metrics (ops.go).
 	ops opsState
+	// guard counts connections and failed authentications (limits.go).
+	guard limitState
 }
 
 // Run loads the configuration, starts the server and blocks until ctx ends.
@@ -196,29 +199,29 @@ func (s *Server) serveListens(ctx context.Context, lc *config.Listener, domains 
 			LogAuthentication:    logAuth,
 			Limits:               limits(opts),
 			IdleTime:             opts.IdleTime,
-			HandshakeTimeout:     60 * time.Second,
-			MaxAuthFailures:      5,
 			Log:                  s.log.With("listen", ls.Address),
 			Observer:             &s.ops.observer,
+			Streams:              &s.streams,
 		}
+		s.applyLimits(cc, opts)
 		listen := ls
 		spec := listener.Spec{
 			Network:  ls.Network,
 			Address:  ls.Addr,
 			FileMode: opts.FileMode,
-			Policy: func(peer netip.Addr) (bool, xmlstream.Limits) {
+			Policy: s.admitting(lc, listen, func(peer netip.Addr) (bool, xmlstream.Limits) {
 				o := lc.Effective(listen, peer)
 				return o.Enable, limits(o)
-			},
+			}),
 			Streams: map[string]listener.Handler{
-				stanza.NSClient: func(ctx context.Context, c *listener.Conn) {
-					c2s.Serve(ctx, c.Conn, c.Dec, c.Header, s.peerConfig(cc, wiring, lc, listen, c.Peer))
-				},
-				serverStreamNS: func(ctx context.Context, c *listener.Conn) {
+				stanza.NSClient: s.counted(func(ctx context.Context, c *listener.Conn) {
+					c2s.Serve(ctx, c.Conn, c.Dec, c.Header, fromAdmission(ctx, s.peerConfig(cc, wiring, lc, listen, c.Peer)))
+				}),
+				serverStreamNS: s.counted(func(ctx context.Context, c *listener.Conn) {
 					s.s2s.Serve(ctx, c.Conn, c.Dec, c.Header, tlsConf)
-				},
+				}),
 			},
-			HeaderTimeout: 60 * time.Second,
+			HeaderTimeout: headerTimeout(opts),
 			Log:           s.log.With("listen", ls.Address),
 		}
 		s.socketOptions(&spec, ls, opts)
@@ -252,7 +255,7 @@ func (s *Server) serveListens(ctx context.Context, lc *config.Listener, domains 
 }
 
 func limits(o config.ListenerOptions) xmlstream.Limits {
-	return xmlstream.Limits{MaxStanzaSize: int(o.MaxStanzaSize), MaxDepth: int(o.MaxXMLDepth)}
+	return xmlstream.Limits{MaxStanzaSize: int(o.MaxStanzaSize), MaxDepth: int(o.MaxXMLDepth), MaxAttrs: o.MaxXMLAttributes, MaxAttrLen: o.MaxAttributeLength}
 }
 
 // openAuth opens the store named by AuthDigestMD5Parameters or AuthPlainParameters.
@@ -303,16 +306,7 @@ func (s *Server) stop() {
 	for _, l := range s.listeners {
 		l.Close()
 	}
-	var wg sync.WaitGroup
-	if s.router != nil {
-		for _, sess := range s.router.All() {
-			if cs, ok := sess.(interface{ Close(*stanza.StreamError) }); ok {
-				wg.Add(1)
-				go func() { defer wg.Done(); cs.Close(stanza.NewStreamError("system-shutdown", "")) }()
-			}
-		}
-	}
-	wg.Wait()
+	s.streams.CloseAll(stanza.NewStreamError("system-shutdown", ""))
 	s.stopFederation()
 	for _, l := range s.listeners {
 		l.Wait(5 * time.Second)
@@ -339,7 +333,8 @@ type accounts struct{ s *Server }
 func (a accounts) Exists(ctx context.Context, localpart, domain string) (bool, error) {
 	_, err := a.s.authStore().Lookup(ctx, localpart, domain)
 	if errors.Is(err, auth.ErrNotFound) {
-		return false, nil
+		// An account that may log in through a Listen or Peer scope's own store exists too.
+		return a.s.peerAuth.exists(ctx, localpart, domain)
 	}
 	return err == nil, err
 }

@@ -317,6 +317,9 @@ func elemAppendText(dst []byte, s string) []byte {
 	return elemAppendEscaped(dst, s, &elemTextClass)
 }
 
+// AppendAttrValue appends s escaped for use inside a quoted attribute value (either quote).
+func AppendAttrValue(dst []byte, s string) []byte { return elemAppendAttrValue(dst, s) }
+
 func elemAppendAttrValue(dst []byte, s string) []byte {
 	return elemAppendEscaped(dst, s, &elemAttrClass)
 }

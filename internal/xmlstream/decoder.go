@@ -170,6 +170,12 @@ func (d *Decoder) Reset(r io.Reader) {
 	d.Restart()
 }
 
+// SetReader switches to a reader that continues the same byte stream, keeping buffered bytes:
+// a wrapper around the transport, such as a rate shaper, installed after the header was read.
+func (d *Decoder) SetReader(r io.Reader) {
+	d.rd = r
+}
+
 // Buffered reports how many unread bytes are buffered.
 func (d *Decoder) Buffered() int {
 	return d.w - d.r

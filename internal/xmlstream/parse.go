@@ -192,6 +192,11 @@ func (p *parser) attrValue() (string, error) {
 		for i+4 <= len(data) && attrClass[data[i]]|attrClass[data[i+1]]|attrClass[data[i+2]]|attrClass[data[i+3]] == clPlain {
 			i += 4
 		}
+		if i >= len(data) {
+			// The fast loop can consume the input to its end when no closing quote follows,
+			// as in an XML declaration cut off inside a value.
+			break
+		}
 		c := data[i]
 		cl := attrClass[c]
 		if cl == clPlain {

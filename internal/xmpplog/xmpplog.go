@@ -209,6 +209,8 @@ func (l *Logger) run() {
 				l.flush()
 			}
 		case t := <-tick:
+			// Lines queued before the tick come first, so the file stays in time order.
+			l.drain()
 			l.write(append(l.heart.Append(nil, t, "", nil), '\n'))
 			l.flush()
 		case r := <-l.ctl:

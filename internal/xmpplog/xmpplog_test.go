@@ -164,6 +164,10 @@ func TestLoggerWritesLinesAndHeartbeats(t *testing.T) {
 	defer l.Close()
 	l.StanzaReceived("127.0.0.1:1234", message())
 	ft.c <- time.Unix(1330000060, 0) // taken by the writer before the send returns
+	// The writer handles one thing at a time, so Sync returns after the heartbeat is out.
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	l.StanzaDelivered("127.0.0.1:1234", message())
 	if err := l.Sync(); err != nil {
 		t.Fatal(err)

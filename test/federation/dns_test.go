@@ -10,8 +10,10 @@ import (
 )
 
 // dnsServer is a tiny authoritative DNS server on a loopback UDP port for ejabberd, whose
-// Erlang resolver is pointed at it through inetrc: A records for the test domains and no SRV
-// records, so ejabberd falls back to port 5269 at once and no query leaves the machine.
+// Erlang resolver is pointed at it through inetrc. ejabberd looks up SRV records with Erlang's
+// resolver but addresses with the system's getaddrinfo, which would ask the machine's name
+// server; so each test domain gets a _xmpp-server._tcp SRV record whose target is its IP
+// address literal, which getaddrinfo turns into an address without any query.
 type dnsServer struct {
 	conn  *net.UDPConn
 	hosts map[string]netip.Addr // lower-case FQDN with the trailing dot
@@ -47,8 +49,8 @@ func (s *dnsServer) serve() {
 	}
 }
 
-// answer builds the reply to one query: the A record of a known name, an empty answer for
-// other types of a known name, NXDOMAIN for everything else.
+// answer builds the reply to one query: the A record of a known name, the SRV record of its
+// _xmpp-server._tcp name, NXDOMAIN for everything else (_xmpps-server included).
 func (s *dnsServer) answer(q []byte) []byte {
 	var p dnsmessage.Parser
 	h, err := p.Start(q)
@@ -60,7 +62,12 @@ func (s *dnsServer) answer(q []byte) []byte {
 		return nil
 	}
 	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
-	addr, known := s.hosts[strings.ToLower(question.Name.String())]
+	name := strings.ToLower(question.Name.String())
+	srvHost, isSRV := strings.CutPrefix(name, "_xmpp-server._tcp.")
+	if isSRV {
+		name = srvHost
+	}
+	addr, known := s.hosts[name]
 	if !known {
 		rh.RCode = dnsmessage.RCodeNameError
 	}
@@ -69,8 +76,16 @@ func (s *dnsServer) answer(q []byte) []byte {
 	_ = b.StartQuestions()
 	_ = b.Question(question)
 	_ = b.StartAnswers()
-	if known && question.Type == dnsmessage.TypeA {
-		_ = b.AResource(dnsmessage.ResourceHeader{Name: question.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: addr.As4()})
+	rr := dnsmessage.ResourceHeader{Name: question.Name, Class: dnsmessage.ClassINET, TTL: 60}
+	switch {
+	case known && isSRV && question.Type == dnsmessage.TypeSRV:
+		target, err := dnsmessage.NewName(addr.String() + ".")
+		if err != nil {
+			return nil
+		}
+		_ = b.SRVResource(rr, dnsmessage.SRVResource{Priority: 0, Weight: 0, Port: 5269, Target: target})
+	case known && !isSRV && question.Type == dnsmessage.TypeA:
+		_ = b.AResource(rr, dnsmessage.AResource{A: addr.As4()})
 	}
 	out, err := b.Finish()
 	if err != nil {

@@ -41,7 +41,7 @@ func startImpetus(t *testing.T, a addrSet) *server {
 	writeFile(t, filepath.Join(dir, "passwd"), []byte("alice:"+password+"\n"), "")
 	conf := fmt.Sprintf(`xmpp {
   debug_level = "DEBUG"
-  #s2s_remote_domains = "listed"
+  s2s_remote_domains = "listed"
 }
 domain "#xmpp#%s" {
   XMPP_Role = "server"
