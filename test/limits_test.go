@@ -190,7 +190,10 @@ func TestHandshakeTimeout(t *testing.T) {
 // connection gives its place back (each connection is released exactly once).
 func TestConnectionLimits(t *testing.T) {
 	t.Parallel()
-	srv := startLimitServer(t, map[string]string{"alice": "pw"}, "  max_connections = 5\n  max_connections_per_ip = 3")
+	// The harness's readiness probe from 127.0.0.1 connected and closed without a stream
+	// header; such a connection keeps its place until the header wait has passed (see
+	// docs/security.md), so five places are left for the test's own connections.
+	srv := startLimitServer(t, map[string]string{"alice": "pw"}, "  max_connections = 6\n  max_connections_per_ip = 3")
 	var open []*rawConn
 	for i := 0; i < 3; i++ {
 		c := dialFrom(t, srv, "127.0.0.2")
@@ -205,7 +208,7 @@ func TestConnectionLimits(t *testing.T) {
 		dialFrom(t, srv, "127.0.0.3").open()
 	}
 	if !dialFrom(t, srv, "127.0.0.4").refused() {
-		t.Fatal("a sixth connection was served with max_connections = 5")
+		t.Fatal("a connection past max_connections was served")
 	}
 	waitLog(t, srv, "limit=max_connections ")
 

@@ -95,7 +95,7 @@ func serve(args []string, stderr io.Writer) int {
 }
 
 func configCheck(path string, stdout, stderr io.Writer) int {
-	cfg, warnings, err := config.Load(path)
+	cfg, warnings, err := server.LoadConfig(path)
 	for _, w := range warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}

@@ -100,7 +100,7 @@ type Session struct {
 	priority  atomic.Int32
 	closeOnce sync.Once
 	scratch   []byte
-	// peer is the bare JID the client claimed in its stream header's 'from', echoed as 'to'.
+	// peer is the JID the client claimed in its stream header's 'from', echoed as 'to'.
 	peer string
 	// raw is the accepted connection, never replaced, so other goroutines may set its deadline.
 	raw net.Conn
@@ -239,7 +239,7 @@ func (s *Session) openStream(hdr *xmlstream.Header) error {
 	s.peer = ""
 	if hdr.From != "" {
 		if j, err := jid.Parse(hdr.From); err == nil {
-			s.peer = j.Bare().String()
+			s.peer = j.String()
 		}
 	}
 	if s.lang == "" {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -138,7 +139,7 @@ func (s *outStream) run() {
 
 // readLoop answers what a peer may send on a stream we opened: dialback verification requests
 // (some servers ask on the stream they already have) and the end of the stream.
-func (s *outStream) readLoop(c *conn, log interface{ Debug(string, ...any) }) {
+func (s *outStream) readLoop(c *conn, log *slog.Logger) {
 	for {
 		el, err := c.dec.ReadElement()
 		if err != nil {

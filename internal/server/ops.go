@@ -451,6 +451,9 @@ func (s *Server) stats() string {
 	fmt.Fprintf(w, "sessions\t%d\n", len(s.router.All()))
 	// Goroutines return to a baseline when clients leave; the soak test (make soak) checks it.
 	fmt.Fprintf(w, "goroutines\t%d\n", runtime.NumGoroutine())
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Fprintf(w, "heap in use\t%d\n", ms.HeapInuse)
 	fmt.Fprintf(w, "connections open\t%d\n", st.ConnectionsOpen)
 	fmt.Fprintf(w, "connections accepted\t%d\n", st.ConnectionsAccepted)
 	for _, k := range []string{"message", "presence", "iq", "other"} {

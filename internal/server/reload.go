@@ -109,7 +109,7 @@ func (s *Server) reload(ctx context.Context) (err error) {
 			s.log.Error("configuration reload rejected; the running configuration stays", "err", err)
 		}
 	}()
-	cfg, warnings, err := config.Load(s.opts.ConfigPath)
+	cfg, warnings, err := LoadConfig(s.opts.ConfigPath)
 	if err != nil {
 		var list config.ErrorList
 		if errors.As(err, &list) {
@@ -126,7 +126,7 @@ func (s *Server) reload(ctx context.Context) (err error) {
 	if lc == nil || !lc.Options.Enable {
 		return errors.New("server: reload: no enabled xmpp_listener")
 	}
-	if !slices.ContainsFunc(lc.Listens, func(ls *config.Listen) bool { return lc.Effective(ls, netip.Addr{}).Enable }) {
+	if !slices.ContainsFunc(lc.Listens, func(ls *config.Listen) bool { return ls.Options.Enable }) {
 		return errors.New("server: reload: every Listen scope is disabled")
 	}
 	for _, msg := range restartOnly(s.liveConfig(), cfg) {

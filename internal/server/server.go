@@ -68,14 +68,24 @@ type Server struct {
 	guard limitState
 }
 
+// LoadConfig loads and checks a configuration as the server will use it: the language and
+// option rules, then what only the server knows how to check (cipher lists), while file and
+// line are still known. Start, reload and `impetus config check` all go through it.
+func LoadConfig(path string) (*config.Config, []config.Warning, error) {
+	cfg, warnings, err := config.Load(path)
+	if err != nil {
+		return nil, warnings, err
+	}
+	if err := tlsconf.CheckConfig(cfg); err != nil {
+		return nil, warnings, err
+	}
+	return cfg, warnings, nil
+}
+
 // Run loads the configuration, starts the server and blocks until ctx ends.
 func Run(ctx context.Context, opts Options) error {
-	cfg, warnings, err := config.Load(opts.ConfigPath)
+	cfg, warnings, err := LoadConfig(opts.ConfigPath)
 	if err != nil {
-		return err
-	}
-	// Cipher lists are checked here, where their file and line are still known.
-	if err := tlsconf.CheckConfig(cfg); err != nil {
 		return err
 	}
 	if opts.LogOutput == nil {

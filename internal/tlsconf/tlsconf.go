@@ -16,7 +16,6 @@ import (
 	"sync"
 
 	"impetus/internal/config"
-	"impetus/internal/tlsutil"
 )
 
 // Options are the TLS options in effect for one connection.
@@ -64,8 +63,12 @@ func ClientAuth(mode config.TLSVerifyMode, haveCA bool) tls.ClientAuthType {
 func Build(o Options, fallback func() (tls.Certificate, error), nextProtos []string) (*tls.Config, error) {
 	var cert tls.Certificate
 	var err error
+	var holder *CertHolder
 	if o.Certificate != "" {
-		cert, err = tlsutil.Load(o.Certificate, o.Key)
+		// A configured certificate is served through a holder that notices renewals.
+		if holder, err = NewCertHolder(o.Certificate, o.Key); err == nil {
+			cert = *holder.Certificate()
+		}
 	} else if fallback != nil {
 		cert, err = fallback()
 	} else {
@@ -83,6 +86,11 @@ func Build(o Options, fallback func() (tls.Certificate, error), nextProtos []str
 		MinVersion:   tls.VersionTLS12,
 		CipherSuites: suites,
 		NextProtos:   nextProtos,
+	}
+	if holder != nil {
+		// Certificates keeps the first one for code that reads it directly (the federation's
+		// client certificate); handshakes ask GetCertificate, which serves renewals.
+		c.GetCertificate = holder.GetCertificate
 	}
 	if o.ClientCA != "" && o.VerifyMode != config.VerifyNone {
 		pool, err := LoadCAs(o.ClientCA)

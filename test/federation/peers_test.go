@@ -13,7 +13,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -263,5 +262,3 @@ func runCmd(t *testing.T, timeout time.Duration, name string, args ...string) st
 	}
 	return string(out)
 }
-
-var errTimeout = errors.New("timeout")
