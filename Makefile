@@ -59,3 +59,12 @@ bench:
 
 clean:
 	rm -rf bin .postgres.env
+
+# The bounded soak test (test/soak): thousands of sessions with churn, then a check that the
+# server's goroutines and heap return to their baseline. Minutes long, so not part of `make test`.
+SOAK_SESSIONS ?= 3000
+SOAK_DURATION ?= 2m
+.PHONY: soak
+soak: build
+	IMPETUS_BIN=$(CURDIR)/$(BIN) SOAK_SESSIONS=$(SOAK_SESSIONS) SOAK_DURATION=$(SOAK_DURATION) \
+	$(GO) test -tags soak -count=1 -timeout 20m -v -run '^TestSoak$$' ./test/soak/
