@@ -74,6 +74,9 @@ type Config struct {
 	// a ReadRate of 0 reads as fast as the client sends.
 	ReadRate  int
 	ReadBurst int
+	// SM configures XEP-0198 stream management and XEP-0352 client state indication; the zero
+	// value offers neither. Resumption also needs Streams, which keeps hibernated sessions.
+	SM SMConfig
 }
 
 // Session is one client stream.
@@ -109,6 +112,16 @@ type Session struct {
 	pendingClose atomic.Pointer[stanza.StreamError]
 	// bound is set once the writer exists and other goroutines may close the stream directly.
 	bound atomic.Bool
+	// secured says the transport was encrypted before the stream began (ServeSecured).
+	secured bool
+
+	// out, once set, carries the session's output (XEP-0198 queue, XEP-0352 state): sm.go.
+	out atomic.Pointer[outState]
+	// owner is the session this connection resumed (XEP-0198), whose stanzas it reads.
+	owner *Session
+	// lost is set by the read goroutine when the connection failed rather than closed, which
+	// lets a resumable session hibernate.
+	lost bool
 }
 
 // newStreamID returns an unpredictable stream id (RFC 6120 §4.7.3).
@@ -120,7 +133,23 @@ func newStreamID() string {
 
 // Serve runs a client stream whose header dec has already read. It returns when the stream ends.
 func Serve(ctx context.Context, nc net.Conn, dec *xmlstream.Decoder, hdr *xmlstream.Header, cfg *Config) {
+	serve(ctx, &Session{cfg: cfg, nc: nc, raw: nc, dec: dec, remote: nc.RemoteAddr().String(), since: time.Now()}, hdr)
+}
+
+// ServeSecured runs a client stream, like Serve, over a transport that was encrypted before
+// the stream began (WebSocket or BOSH under HTTPS): STARTTLS is not offered and the stream
+// counts as encrypted for SASL. state is the TLS connection the stream runs on, which enables
+// channel binding and SASL EXTERNAL; it is nil when the stream spans several connections
+// (BOSH), and then only the mechanisms that need no binding to one connection are offered.
+func ServeSecured(ctx context.Context, nc net.Conn, dec *xmlstream.Decoder, hdr *xmlstream.Header, cfg *Config, state *tls.ConnectionState) {
 	s := &Session{cfg: cfg, nc: nc, raw: nc, dec: dec, remote: nc.RemoteAddr().String(), since: time.Now()}
+	s.secured = true
+	s.tlsState = state
+	serve(ctx, s, hdr)
+}
+
+func serve(ctx context.Context, s *Session, hdr *xmlstream.Header) {
+	nc, dec, cfg := s.nc, s.dec, s.cfg
 	if cfg.Streams != nil {
 		cfg.Streams.add(s)
 		defer cfg.Streams.remove(s)
@@ -154,6 +183,10 @@ func (s *Session) Priority() int { return int(s.priority.Load()) }
 
 // Deliver implements router.Session: it queues el for the client.
 func (s *Session) Deliver(el *stanza.Element) {
+	if o := s.out.Load(); o != nil {
+		o.deliver(el)
+		return
+	}
 	if s.w == nil {
 		return
 	}
@@ -174,6 +207,9 @@ func (s *Session) Send(el *stanza.Element) { s.Deliver(el) }
 
 // Replaced implements router.Session.
 func (s *Session) Replaced() {
+	if s.smReplaced() {
+		return
+	}
 	go s.closeWith(stanza.NewStreamError("conflict", "replaced by a new session with the same resource"))
 }
 
@@ -336,7 +372,9 @@ func (s *Session) fail(err error) {
 		return
 	case errors.As(err, &nerr) && nerr.Timeout():
 		serr = stanza.NewStreamError("connection-timeout", "")
+		s.lost = true
 	default:
+		s.lost = true
 		// The connection itself failed: nobody is left to tell.
 		s.log.Debug("connection ended", "err", err)
 		s.nc.Close()
@@ -390,13 +428,8 @@ func (s *Session) shutdown(ctx context.Context) {
 		s.log.Error("client stream panicked", "panic", r)
 		s.closeWith(stanza.NewStreamError("internal-server-error", ""))
 	}
-	if s.w != nil {
-		s.cfg.Core.Router.Unbind(s)
-		if h := s.cfg.Core.Host(s.domain); h != nil {
-			s.available.Store(false)
-			h.SessionClosed(ctx, s)
-		}
-		s.log.Info("session ended", "jid", s.jid.String())
+	if s.w != nil && !s.detach() {
+		s.identity().endSession(ctx)
 	}
 	s.closeClean()
 }
@@ -420,6 +453,8 @@ func (s *Session) writerFailed(err error) {
 // readLoop processes stanzas of the bound session until the stream ends.
 func (s *Session) readLoop(ctx context.Context) {
 	_ = s.nc.SetReadDeadline(time.Time{})
+	// After a resumption this connection reads for the session it resumed.
+	me := s.identity()
 	for {
 		if s.cfg.IdleTime > 0 {
 			_ = s.nc.SetReadDeadline(time.Now().Add(s.cfg.IdleTime))
@@ -428,6 +463,13 @@ func (s *Session) readLoop(ctx context.Context) {
 		if err != nil {
 			s.fail(err)
 			return
+		}
+		if ok, err := s.nonza(el); ok || err != nil {
+			if err != nil {
+				s.fail(err)
+				return
+			}
+			continue
 		}
 		if !stanza.IsStanza(el, stanza.NSClient) {
 			s.fail(stanza.NewStreamError("unsupported-stanza-type", "only message, presence and iq are accepted here"))
@@ -440,16 +482,17 @@ func (s *Session) readLoop(ctx context.Context) {
 		if o := s.cfg.Observer; o != nil {
 			o.StanzaReceived(s.remote, el)
 		}
-		if el.Local == "iq" && s.sessionIQ(el) {
+		s.handled()
+		if el.Local == "iq" && me.sessionIQ(el) {
 			continue
 		}
 		if el.Local == "presence" && el.Attr("to") == "" {
-			if serr := s.trackPresence(el); serr != nil {
-				s.Deliver(stanza.ErrorReply(el, serr))
+			if serr := me.trackPresence(el); serr != nil {
+				me.Deliver(stanza.ErrorReply(el, serr))
 				continue
 			}
 		}
-		s.cfg.Core.FromClient(ctx, s, el)
+		s.cfg.Core.FromClient(ctx, me, el)
 	}
 }
 

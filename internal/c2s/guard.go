@@ -2,15 +2,14 @@ package c2s
 
 import (
 	"bytes"
-	"context"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
 	"mellium.im/xmpp/jid"
 
-	"impetus/internal/metrics"
-	"impetus/internal/observe"
+	"impetus/internal/limits"
 	"impetus/internal/sasl"
 )
 
@@ -18,11 +17,15 @@ import (
 // the bound on resources per account.
 
 // ipKey is the throttle key of the client's address: its IP without the port, so that new
-// connections from one address share their failures.
+// connections from one address share their failures. An IPv6 address counts as its /64, the
+// block one subscriber usually holds, so that hopping through it gains a guesser nothing.
 func (s *Session) ipKey() string {
 	host, _, err := net.SplitHostPort(s.remote)
 	if err != nil {
 		return "ip:" + s.remote
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return "ip:" + limits.AddressKey(a).String()
 	}
 	return "ip:" + host
 }
@@ -96,13 +99,10 @@ func (s *Session) recordFailure(f *sasl.Failure, user string) {
 // is a sleep of this stream's own goroutine with no lock held: it slows the guesser without
 // holding anything another stream needs.
 func (s *Session) throttledFailure(mech, user string) error {
+	// saslFailure counts the failure in the metrics and logs it as any failure.
 	s.log.Warn("authentication throttled", "mechanism", mech, "username", user)
-	metrics.Default.Auth(mech, false)
 	if d := s.cfg.AuthFailureDelay; d > 0 {
 		time.Sleep(d)
-	}
-	if s.cfg.LogAuthentication {
-		s.log.Log(context.Background(), observe.LevelAuth, "authentication throttled", "mechanism", mech, "username", user)
 	}
 	return s.saslFailure(&sasl.Failure{Condition: "temporary-auth-failure", Text: "too many failed attempts; try again later"}, mech, user)
 }

@@ -17,6 +17,7 @@ import (
 
 	"impetus/internal/listener"
 	"impetus/internal/metrics"
+	"impetus/internal/module"
 	"impetus/internal/observe"
 	"impetus/internal/sasl"
 	"impetus/internal/stanza"
@@ -36,6 +37,13 @@ func (s *Session) negotiate(ctx context.Context, hdr *xmlstream.Header) error {
 			return err
 		}
 		el, err := s.dec.ReadElement()
+		// Pre-authentication iq requests (XEP-0077 registration) are answered in place; the
+		// features are not offered again.
+		for err == nil && s.preAuthIQ(el) != nil {
+			if err = s.answerPreAuth(ctx, el); err == nil {
+				el, err = s.dec.ReadElement()
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -99,13 +107,13 @@ func (s *Session) retryAuth(ctx context.Context, mechs []string) error {
 	return nil
 }
 
-func (s *Session) canStartTLS() bool { return s.cfg.TLS != nil && s.tlsState == nil }
+func (s *Session) canStartTLS() bool { return s.cfg.TLS != nil && s.tlsState == nil && !s.secured }
 
 func (s *Session) mechanisms() []string {
 	if s.cfg.Auth == nil {
 		return nil
 	}
-	return sasl.WithExternal(sasl.Mechanisms(s.cfg.Auth.Capabilities(), s.tlsState != nil, s.cfg.AllowPlainWithoutTLS), s.tlsState)
+	return sasl.WithExternal(sasl.Mechanisms(s.cfg.Auth.Capabilities(), s.tlsState != nil, s.cfg.AllowPlainWithoutTLS || s.secured), s.tlsState)
 }
 
 // preAuthFeatures lists STARTTLS, the SASL mechanisms, the XEP-0440 channel-binding types and the
@@ -131,7 +139,61 @@ func (s *Session) preAuthFeatures(mechs []string) *stanza.Element {
 			}
 		}
 	}
+	if s.preAuthAllowed() {
+		if h := s.cfg.Core.Host(s.domain); h != nil {
+			for _, pf := range h.PreAuthFeatures() {
+				f.AddChild(pf)
+			}
+		}
+	}
 	return f.AddChild(s.limitsFeature())
+}
+
+// preAuthAllowed says whether the stream may carry pre-authentication requests, which hold
+// passwords: on an encrypted stream, or where PLAIN may go in clear.
+func (s *Session) preAuthAllowed() bool {
+	return s.cfg.Core != nil && (s.tlsState != nil || s.secured || s.cfg.AllowPlainWithoutTLS)
+}
+
+// preAuthIQ returns the host's handler for an iq request read before authentication, or nil.
+func (s *Session) preAuthIQ(el *stanza.Element) module.PreAuthFunc {
+	if el.Space != stanza.NSClient || el.Local != "iq" || !s.preAuthAllowed() {
+		return nil
+	}
+	if t := el.Attr("type"); t != stanza.Get && t != stanza.Set {
+		return nil
+	}
+	h := s.cfg.Core.Host(s.domain)
+	p := el.FirstElement()
+	if h == nil || p == nil {
+		return nil
+	}
+	return h.PreAuthIQ(p.Space, p.Local)
+}
+
+// answerPreAuth runs the handler and writes its answer; a request that fails validation gets
+// its error without reaching the handler.
+func (s *Session) answerPreAuth(ctx context.Context, el *stanza.Element) error {
+	var reply *stanza.Element
+	if serr := stanza.ValidIQ(el); serr != nil {
+		reply = stanza.ErrorReply(el, serr)
+	} else {
+		res, err := s.preAuthIQ(el)(ctx, s.remote, el)
+		var serr *stanza.Error
+		switch {
+		case errors.As(err, &serr):
+			reply = stanza.ErrorReply(el, serr)
+		case err != nil:
+			s.log.Error("pre-authentication request failed", "err", err)
+			reply = stanza.ErrorReply(el, stanza.ErrInternalServerError)
+		default:
+			reply = stanza.ResultReply(el, res)
+		}
+	}
+	// The client has no address yet: the answer carries none (RFC 6120 §8.1.1.1).
+	reply.RemoveAttr("to")
+	reply.RemoveAttr("from")
+	return s.writeSync(reply)
 }
 
 // limitsFeature is the XEP-0478 advertisement of this stream's limits.
@@ -203,7 +265,14 @@ func (s *Session) authenticate(ctx context.Context, auth *stanza.Element, mechs 
 		Store:                s.cfg.Auth,
 		TLS:                  s.tlsState,
 		PlusAdvertised:       plusAdvertised,
-		AllowPlainWithoutTLS: s.cfg.AllowPlainWithoutTLS,
+		AllowPlainWithoutTLS: s.cfg.AllowPlainWithoutTLS || s.secured,
+		Advertised:           mechs,
+	}
+	if s.tlsState != nil {
+		// The same list preAuthFeatures advertised, for the XEP-0474 hash.
+		if types := sasl.ChannelBindingTypes(s.tlsState); len(types) > 0 {
+			cfg.CBTypes = types
+		}
 	}
 	if s.tlsState != nil {
 		var leaf *x509.Certificate
@@ -379,6 +448,7 @@ func (s *Session) bindPhase(ctx context.Context) error {
 			f.AddChild(el)
 		}
 	}
+	s.mobileFeatures(f)
 	f.AddChild(s.limitsFeature())
 	if err := s.writeSync(f); err != nil {
 		return err
@@ -387,6 +457,18 @@ func (s *Session) bindPhase(ctx context.Context) error {
 		el, err := s.dec.ReadElement()
 		if err != nil {
 			return err
+		}
+		if el.Space == NSSM && s.smEnabled() {
+			// XEP-0198: resumption instead of binding; enabling needs a bound resource first.
+			if el.Local == "resume" {
+				ok, err := s.resume(el)
+				if ok || err != nil {
+					return err
+				}
+			} else if err := s.writeSync(smFailed("unexpected-request", 0, false)); err != nil {
+				return err
+			}
+			continue
 		}
 		if !stanza.IsStanza(el, stanza.NSClient) {
 			return stanza.NewStreamError("unsupported-stanza-type", "")

@@ -1,6 +1,7 @@
 package c2s
 
 import (
+	"context"
 	"sync"
 
 	"impetus/internal/stanza"
@@ -11,6 +12,9 @@ import (
 type Streams struct {
 	mu  sync.Mutex
 	set map[*Session]struct{}
+	// resumable holds the sessions that may be resumed (XEP-0198), by resumption id, whether
+	// their connection is up or they are hibernated.
+	resumable map[string]*Session
 }
 
 func (t *Streams) add(s *Session) {
@@ -35,8 +39,10 @@ func (t *Streams) Len() int {
 	return len(t.set)
 }
 
-// CloseAll ends every live stream with serr.
+// CloseAll ends every live stream with serr, and every hibernated session: their
+// unacknowledged messages go to offline storage before the server stops.
 func (t *Streams) CloseAll(serr *stanza.StreamError) {
+	defer t.endHibernated()
 	t.mu.Lock()
 	all := make([]*Session, 0, len(t.set))
 	for s := range t.set {
@@ -49,4 +55,68 @@ func (t *Streams) CloseAll(serr *stanza.StreamError) {
 		go func() { defer wg.Done(); s.Close(serr) }()
 	}
 	wg.Wait()
+}
+
+func (t *Streams) addResumable(id string, s *Session) {
+	t.mu.Lock()
+	if t.resumable == nil {
+		t.resumable = make(map[string]*Session)
+	}
+	t.resumable[id] = s
+	t.mu.Unlock()
+}
+
+func (t *Streams) removeResumable(id string, s *Session) {
+	t.mu.Lock()
+	if t.resumable[id] == s {
+		delete(t.resumable, id)
+	}
+	t.mu.Unlock()
+}
+
+func (t *Streams) lookupResumable(id string) *Session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.resumable[id]
+}
+
+// Hibernated returns the number of sessions waiting for resumption without a connection.
+func (t *Streams) Hibernated() int {
+	t.mu.Lock()
+	all := make([]*Session, 0, len(t.resumable))
+	for _, s := range t.resumable {
+		all = append(all, s)
+	}
+	t.mu.Unlock()
+	n := 0
+	for _, s := range all {
+		if o := s.out.Load(); o != nil {
+			o.mu.Lock()
+			if o.detached {
+				n++
+			}
+			o.mu.Unlock()
+		}
+	}
+	return n
+}
+
+// endHibernated ends the sessions that wait for resumption without a connection.
+func (t *Streams) endHibernated() {
+	t.mu.Lock()
+	all := make([]*Session, 0, len(t.resumable))
+	for _, s := range t.resumable {
+		all = append(all, s)
+	}
+	t.mu.Unlock()
+	for _, s := range all {
+		if o := s.out.Load(); o != nil {
+			o.mu.Lock()
+			detached := o.detached
+			o.mu.Unlock()
+			if detached {
+				s.endSession(context.Background())
+			}
+		}
+	}
 }

@@ -81,6 +81,13 @@ type XMPP struct {
 	S2SIdleTime                 time.Duration `conf:"s2s_idle_time"`
 	S2SConnectTimeout           time.Duration `conf:"s2s_connect_timeout"`
 	S2SMaxQueue                 int           `conf:"s2s_max_queue"`
+	// The message archive options (docs/mam.md).
+	MAMDefault       string        `conf:"mam_default"`   // always, roster or never
+	MAMRetention     int           `conf:"mam_retention"` // days; 0 keeps forever
+	MAMPurgeInterval time.Duration `conf:"mam_purge_interval"`
+	MAMDefaultPage   int           `conf:"mam_default_page"`
+	MAMMaxPage       int           `conf:"mam_max_page"`
+	MAMMaxScan       int           `conf:"mam_max_scan"`
 }
 
 // Role is a domain's XMPP_Role.
@@ -118,6 +125,32 @@ type Domain struct {
 	// Gateway is host:port to connect to instead of resolving the domain;
 	// a gateway written without a port gets the s2s port 5269.
 	Gateway string `conf:"gateway"`
+	// Service is the service a hosted domain runs instead of accounts ("muc"), or "".
+	Service string `conf:"xmpp_service"`
+	// MUC holds the multi-user chat options when Service is "muc", else nil.
+	MUC *MUCService
+}
+
+// MUCService is the multi-user chat options of a domain with XMPP_Service "muc"
+// (docs/muc.md): who may create rooms, the service's bounds, and the settings new rooms get.
+type MUCService struct {
+	RoomCreation         string   `conf:"muc_room_creation"` // anyone, local or admins
+	Admins               []string `conf:"muc_admins"`
+	MaxRooms             int      `conf:"muc_max_rooms"`
+	MaxOccupants         int      `conf:"muc_max_occupants"`
+	HistoryLength        int      `conf:"muc_history_length"`
+	MaxNickLength        int      `conf:"muc_max_nick_length"`
+	MaxAffiliations      int      `conf:"muc_max_affiliations"`
+	DefaultMaxUsers      int      `conf:"muc_default_max_users"`
+	DefaultPersistent    bool     `conf:"muc_default_persistent"`
+	DefaultPublic        bool     `conf:"muc_default_public"`
+	DefaultMembersOnly   bool     `conf:"muc_default_members_only"`
+	DefaultModerated     bool     `conf:"muc_default_moderated"`
+	DefaultWhois         string   `conf:"muc_default_whois"` // moderators or anyone
+	DefaultChangeSubject bool     `conf:"muc_default_change_subject"`
+	DefaultAllowInvites  bool     `conf:"muc_default_allow_invites"`
+	DefaultAllowPM       string   `conf:"muc_default_allow_pm"` // anyone, participants, moderators or none
+	DefaultArchive       bool     `conf:"muc_default_archive"`
 }
 
 // Logger is an xmpp_logger scope.
@@ -354,6 +387,11 @@ func buildDomain(s *Scope, d *diag) *Domain {
 				d.errorf(o.Pos, "option %q is only valid on a plain or #xmpp# domain, not %q", o.Name, s.Name)
 			}
 		}
+	}
+	dom.Service = strings.ToLower(dom.Service)
+	if dom.Service == "muc" {
+		dom.MUC = new(MUCService)
+		decodeInto(s, dom.MUC, d)
 	}
 	if dom.Gateway != "" {
 		g, msg := normalizeGateway(dom.Gateway)

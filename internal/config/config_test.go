@@ -155,7 +155,8 @@ ThreadPool "mine" { stack_size = 64k }
 `)
 	t.Run("xmpp", func(t *testing.T) {
 		want := XMPP{Pos: Pos{"t.conf", 2, 1}, Enabled: false, DebugLevel: LevelNotice, Storage: "pg", MaxRosterItems: 1000, MaxOfflineMessages: 100,
-			S2SRemoteDomains: "all", S2SDialbackWithoutValidCert: true, S2SIdleTime: 600 * time.Second, S2SConnectTimeout: 30 * time.Second, S2SMaxQueue: 1000}
+			S2SRemoteDomains: "all", S2SDialbackWithoutValidCert: true, S2SIdleTime: 600 * time.Second, S2SConnectTimeout: 30 * time.Second, S2SMaxQueue: 1000,
+			MAMDefault: "always", MAMPurgeInterval: time.Hour, MAMDefaultPage: 50, MAMMaxPage: 250, MAMMaxScan: 5000}
 		if *c.XMPP != want {
 			t.Errorf("got %+v, want %+v", *c.XMPP, want)
 		}

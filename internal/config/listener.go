@@ -54,6 +54,8 @@ type ListenerOptions struct {
 	AuthFailureDelay       time.Duration `conf:"auth_failure_delay"`
 	MaxResourcesPerAccount int           `conf:"max_resources_per_account"`
 	MaxOutboundQueue       int           `conf:"max_outbound_queue"`
+	// TLS is "starttls" or "direct" (XEP-0368: TLS before the stream on a dedicated port).
+	TLS string `conf:"tls"`
 }
 
 // TLSVerifyMode is the tls_verify_mode option.

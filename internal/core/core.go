@@ -126,9 +126,22 @@ func (c *Core) Route(ctx context.Context, el *stanza.Element) error {
 // deliver runs the recipient host's delivery hooks and routes the stanza.
 func (c *Core) deliver(ctx context.Context, st *module.Stanza) {
 	el, to := st.El, st.To
+	if fh := c.hosts[st.From.Domainpart()]; fh != nil && st.From.Localpart() != "" && fh.Service() == nil {
+		// Whatever a local account sends, its own broadcasts included, passes its host's
+		// outbound hooks (blocking) before it goes anywhere.
+		if v, err := fh.RunHooks(ctx, module.Outbound, st); v == module.Handled {
+			c.hookError(ctx, el, err)
+			return
+		}
+	}
 	h := c.hosts[to.Domainpart()]
 	if h == nil {
 		c.remote(ctx, el, to)
+		return
+	}
+	if svc := h.Service(); svc != nil && to.Localpart() != "" {
+		// Entities of a service domain (rooms, occupants) are the service's, not the router's.
+		c.hookError(ctx, el, svc(ctx, st))
 		return
 	}
 	if to.Localpart() == "" {
@@ -189,6 +202,18 @@ func (c *Core) processIQ(ctx context.Context, s module.Session, el *stanza.Eleme
 		c.remote(ctx, el, to)
 		return
 	}
+	if svc := h.Service(); svc != nil && to.Localpart() != "" {
+		// Requests and responses alike: a service entity may be waiting for a response.
+		c.hookError(ctx, el, svc(ctx, &module.Stanza{El: el, From: from, To: to, Session: s}))
+		return
+	}
+	if to.Localpart() != "" {
+		st := &module.Stanza{El: el, From: from, To: to, Session: s}
+		if v, err := h.RunHooks(ctx, module.IQDeliver, st); v == module.Handled {
+			c.hookError(ctx, el, err)
+			return
+		}
+	}
 	if to.Resourcepart() != "" {
 		if to.Localpart() == "" {
 			// A domain with a resource names no entity on this server.
@@ -203,7 +228,9 @@ func (c *Core) processIQ(ctx context.Context, s module.Session, el *stanza.Eleme
 		return
 	}
 	if typ != stanza.Get && typ != stanza.Set {
-		// Responses to the server or to an account: nothing here waits for them yet.
+		// Responses to the server or to an account go to the modules waiting for them; the
+		// rest are dropped, as no request is answered twice.
+		_, _ = h.RunHooks(ctx, module.IQResult, &module.Stanza{El: el, From: from, To: to, Session: s})
 		return
 	}
 	target := module.ToAccount

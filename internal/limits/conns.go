@@ -26,7 +26,7 @@ type Conns struct {
 
 	mu    sync.Mutex
 	total int
-	ips   map[netip.Addr]*ipConns
+	ips   map[netip.Prefix]*ipConns // by AddressKey
 	// queue holds the pending admissions in order of time, so that lapsed ones are found
 	// without scanning every address.
 	queue []*admission
@@ -38,7 +38,7 @@ type ipConns struct {
 }
 
 type admission struct {
-	ip      netip.Addr
+	ip      netip.Prefix
 	at      time.Time
 	claimed bool
 }
@@ -46,12 +46,14 @@ type admission struct {
 // NewConns returns a counter whose unclaimed admissions lapse after pendingTTL, which must be at
 // least the time the listener waits for a stream header.
 func NewConns(pendingTTL time.Duration) *Conns {
-	return &Conns{pendingTTL: pendingTTL, now: time.Now, ips: make(map[netip.Addr]*ipConns)}
+	return &Conns{pendingTTL: pendingTTL, now: time.Now, ips: make(map[netip.Prefix]*ipConns)}
 }
 
 // Admit counts a new connection from ip unless that would exceed maxTotal open connections in
-// all or maxPerIP from ip (0 means no bound). It reports the bound that refused it, if any.
-func (c *Conns) Admit(ip netip.Addr, maxTotal, maxPerIP int) (ok bool, refusedBy string) {
+// all or maxPerIP from ip's AddressKey (0 means no bound). It reports the bound that refused it,
+// if any.
+func (c *Conns) Admit(addr netip.Addr, maxTotal, maxPerIP int) (ok bool, refusedBy string) {
+	ip := AddressKey(addr)
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -79,7 +81,8 @@ func (c *Conns) Admit(ip netip.Addr, maxTotal, maxPerIP int) (ok bool, refusedBy
 // when that admission was made and the function that releases it, which may be called any
 // number of times. The newest pending admission is taken: connections of one address are
 // interchangeable for counting, and the newest one is the likeliest to be this connection.
-func (c *Conns) Claim(ip netip.Addr) (admitted time.Time, release func()) {
+func (c *Conns) Claim(addr netip.Addr) (admitted time.Time, release func()) {
+	ip := AddressKey(addr)
 	now := c.now()
 	c.mu.Lock()
 	c.lapse(now)
@@ -106,14 +109,14 @@ func (c *Conns) Claim(ip netip.Addr) (admitted time.Time, release func()) {
 	return admitted, func() { once.Do(func() { c.release(ip) }) }
 }
 
-func (c *Conns) release(ip netip.Addr) {
+func (c *Conns) release(ip netip.Prefix) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.drop(ip)
 }
 
 // drop uncounts one connection of ip; c.mu is held.
-func (c *Conns) drop(ip netip.Addr) {
+func (c *Conns) drop(ip netip.Prefix) {
 	c.total--
 	if e := c.ips[ip]; e != nil {
 		e.open--
@@ -156,8 +159,21 @@ func (c *Conns) lapse(now time.Time) {
 	}
 }
 
-// Open returns the connections counted in total and from ip.
-func (c *Conns) Open(ip netip.Addr) (total, fromIP int) {
+// AddressKey is what per-address limits count an address as: an IPv4 address as itself, an
+// IPv6 address as its /64, the block one subscriber usually holds (RFC 6177), so that a client
+// cannot multiply its share by hopping through its own block.
+func AddressKey(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	if a.Is4() {
+		return netip.PrefixFrom(a, 32)
+	}
+	p, _ := a.Prefix(64)
+	return p
+}
+
+// Open returns the connections counted in total and from addr's AddressKey.
+func (c *Conns) Open(addr netip.Addr) (total, fromIP int) {
+	ip := AddressKey(addr)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.ips[ip]; e != nil {

@@ -76,6 +76,26 @@ func TestConnsLapse(t *testing.T) {
 	}
 }
 
+// TestAddressKey checks that IPv6 addresses of one /64 share their limits.
+func TestAddressKey(t *testing.T) {
+	c := NewConns(time.Minute)
+	if ok, _ := c.Admit(netip.MustParseAddr("2001:db8:1:2::1"), 0, 1); !ok {
+		t.Fatal("first refused")
+	}
+	if ok, _ := c.Admit(netip.MustParseAddr("2001:db8:1:2:ffff::9"), 0, 1); ok {
+		t.Fatal("a second address of the same /64 got its own share")
+	}
+	if ok, _ := c.Admit(netip.MustParseAddr("2001:db8:1:3::1"), 0, 1); !ok {
+		t.Fatal("another /64 refused")
+	}
+	if ok, _ := c.Admit(netip.MustParseAddr("::ffff:10.0.0.1"), 0, 1); !ok {
+		t.Fatal("a mapped IPv4 address refused")
+	}
+	if ok, _ := c.Admit(netip.MustParseAddr("10.0.0.1"), 0, 1); ok {
+		t.Fatal("an IPv4 address and its mapped form counted apart")
+	}
+}
+
 func TestAuthThrottle(t *testing.T) {
 	clk := &clock{t: time.Unix(1000, 0)}
 	th := NewAuthThrottle()

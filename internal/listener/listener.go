@@ -12,6 +12,7 @@ package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,9 @@ type Conn struct {
 	Header *xmlstream.Header
 	// Peer is the remote address used for access rules (loopback for unix sockets).
 	Peer netip.Addr
+	// TLS is the state of the TLS handshake done before the stream (Spec.DirectTLS), or nil;
+	// Conn is then the *tls.Conn.
+	TLS *tls.ConnectionState
 }
 
 // Handler serves a stream after its first header was read.
@@ -70,9 +74,12 @@ type Spec struct {
 	Policy     Policy
 	// Streams maps a stream's content namespace (jabber:client, jabber:server) to its handler.
 	Streams map[string]Handler
-	// HeaderTimeout bounds the wait for the first stream header.
+	// HeaderTimeout bounds the wait for the first stream header (and the TLS handshake before it).
 	HeaderTimeout time.Duration
-	Log           *slog.Logger
+	// DirectTLS, when set, makes every connection start with a TLS handshake before any XML
+	// (XEP-0368 direct TLS); its NextProtos should list the ALPN protocols served.
+	DirectTLS *tls.Config
+	Log       *slog.Logger
 }
 
 // Stats is a snapshot of a listener's stages.
@@ -391,6 +398,16 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	if l.spec.HeaderTimeout > 0 {
 		_ = c.SetReadDeadline(time.Now().Add(l.spec.HeaderTimeout))
 	}
+	var state *tls.ConnectionState
+	if l.spec.DirectTLS != nil {
+		tc := tls.Server(c, l.spec.DirectTLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			log.Info("TLS handshake failed", "err", err)
+			return
+		}
+		st := tc.ConnectionState()
+		state, c = &st, tc
+	}
 	dec := xmlstream.NewDecoder(c, limits)
 	hdr, err := dec.ReadHeader()
 	if err != nil {
@@ -403,7 +420,7 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 		refuse(c, stanza.NewStreamError("invalid-namespace", "unsupported stream content namespace "+hdr.DefaultNS))
 		return
 	}
-	h(ctx, &Conn{Conn: c, Dec: dec, Header: hdr, Peer: peer})
+	h(ctx, &Conn{Conn: c, Dec: dec, Header: hdr, Peer: peer, TLS: state})
 }
 
 func errorCondition(err error) *stanza.StreamError {

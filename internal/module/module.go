@@ -15,6 +15,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"impetus/internal/auth"
 	"impetus/internal/config"
 	"impetus/internal/router"
 	"impetus/internal/stanza"
@@ -161,22 +162,44 @@ type Host struct {
 	// hand, where modules keep their defaults.
 	Config *config.Config
 
+	// Auth returns the credential store accounts log in with (it may change on reload);
+	// in-band registration writes to it when it implements auth.Writer. Nil in tests that
+	// build hosts by hand.
+	Auth func() auth.Store
+
 	sender          Sender
 	iq              map[iqKey]IQHandler
 	features        []string
 	accountFeatures []string
 	identities      []Identity
+	accountIdents   []Identity
 	messageIn       []hook // stanzas from local sessions, before routing
 	messageDeliver  []hook // stanzas for local accounts, before delivery
 	presenceIn      []hook
 	presenceDeliver []hook
 	messageOffline  []hook
 	iqIn            []hook
+	hibernated      []hook
+	iqResult        []hook
+	outbound        []hook
+	iqDeliver       []hook
 	streamFeatures  []*stanza.Element
 	sessionBound    []func(ctx context.Context, s Session)
 	sessionClosed   []func(ctx context.Context, s Session)
 	modules         []Module
+	service         ServiceFunc
+	provisioned     []func() error
+	accountItems    []AccountItemsFunc
+	itemsMu         sync.Mutex
+	items           []Item
+	preAuthIQ       map[[2]string]PreAuthFunc
+	preAuthFeatures []*stanza.Element
 }
+
+// ServiceFunc takes a stanza addressed to an entity under a service domain (a JID with a
+// localpart, such as a chat room or an occupant of one). It returns a *stanza.Error to bounce
+// to the sender, or nil when it dealt with the stanza, replies included.
+type ServiceFunc func(ctx context.Context, st *Stanza) error
 
 // NewHost returns an empty host for domain.
 func NewHost(domain string, r router.Router, sender Sender, st storage.Backend, accounts router.Accounts, log *slog.Logger) *Host {
@@ -195,7 +218,62 @@ func (h *Host) Provision(names []string) error {
 		}
 		h.modules = append(h.modules, m)
 	}
+	for _, fn := range h.provisioned {
+		if err := fn(); err != nil {
+			return fmt.Errorf("module: after provisioning %s: %w", h.Domain, err)
+		}
+	}
 	return nil
+}
+
+// OnProvisioned registers fn to run once every module of the host is provisioned, before the
+// host serves anything: what depends on the whole feature set (the XEP-0115 hash of the
+// server's own capabilities) is computed there.
+func (h *Host) OnProvisioned(fn func() error) { h.provisioned = append(h.provisioned, fn) }
+
+// Item is a XEP-0030 disco item: an entity, and optionally a node of it, that discovery of the
+// server (or of an account) lists.
+type Item struct {
+	JID, Node, Name string
+}
+
+// AccountItemsFunc lists the disco items of an account, as requester may see them.
+type AccountItemsFunc func(ctx context.Context, owner, requester jid.JID) []Item
+
+// AddItem lists it in the disco items of the server (a hosted service, a component).
+func (h *Host) AddItem(it Item) {
+	h.itemsMu.Lock()
+	defer h.itemsMu.Unlock()
+	if !slices.Contains(h.items, it) {
+		h.items = append(h.items, it)
+	}
+}
+
+// RemoveItem stops listing it (a component that disconnected).
+func (h *Host) RemoveItem(it Item) {
+	h.itemsMu.Lock()
+	defer h.itemsMu.Unlock()
+	h.items = slices.DeleteFunc(h.items, func(o Item) bool { return o == it })
+}
+
+// Items returns the server's disco items. Unlike features, items may change while the server
+// runs, because external components come and go.
+func (h *Host) Items() []Item {
+	h.itemsMu.Lock()
+	defer h.itemsMu.Unlock()
+	return slices.Clone(h.items)
+}
+
+// AddAccountItems registers fn to contribute to the disco items of every account (PEP nodes).
+func (h *Host) AddAccountItems(fn AccountItemsFunc) { h.accountItems = append(h.accountItems, fn) }
+
+// AccountItems returns the disco items of owner's account as requester may see them.
+func (h *Host) AccountItems(ctx context.Context, owner, requester jid.JID) []Item {
+	var out []Item
+	for _, fn := range h.accountItems {
+		out = append(out, fn(ctx, owner, requester)...)
+	}
+	return out
 }
 
 // Stop stops the host's modules in reverse order.
@@ -219,6 +297,20 @@ func (h *Host) HandleIQ(target Target, typ, space, local string, fn IQHandler) {
 	h.iq[k] = fn
 }
 
+// SetService makes the domain a service domain: every message, presence and iq addressed to a
+// JID with a localpart on it goes to fn instead of the hooks, iq handlers and router that serve
+// accounts. Stanzas to the domain itself still reach the host's iq handlers. A second call is
+// a programming error and panics at start-up.
+func (h *Host) SetService(fn ServiceFunc) {
+	if h.service != nil {
+		panic("module: two services on " + h.Domain)
+	}
+	h.service = fn
+}
+
+// Service returns the domain's service function, or nil when the domain hosts accounts.
+func (h *Host) Service() ServiceFunc { return h.service }
+
 // IQHandler returns the handler for an iq, or nil.
 func (h *Host) IQHandler(target Target, typ, space, local string) IQHandler {
 	return h.iq[iqKey{target, typ, space, local}]
@@ -240,6 +332,13 @@ func (h *Host) AddAccountFeature(ns string) {
 
 // AddIdentity advertises a disco identity of the server.
 func (h *Host) AddIdentity(id Identity) { h.identities = append(h.identities, id) }
+
+// AddAccountIdentity advertises a disco identity of every account's bare JID, beside
+// account/registered (PEP's pubsub/pep, XEP-0163 §6).
+func (h *Host) AddAccountIdentity(id Identity) { h.accountIdents = append(h.accountIdents, id) }
+
+// AccountIdentities returns the identities modules added to accounts.
+func (h *Host) AccountIdentities() []Identity { return slices.Clone(h.accountIdents) }
 
 // AddStreamFeature advertises el in the stream features a client sees after authentication
 // (e.g. roster versioning). A second feature with the same name replaces nothing and is ignored.
@@ -296,6 +395,19 @@ const (
 	MessageOffline
 	// IQIn runs for iq stanzas a local client sends, before they are dispatched or routed.
 	IQIn
+	// MessageHibernated runs, after queueing, for a message delivered to a session whose
+	// connection is gone while it waits for XEP-0198 resumption (push notifications hang here).
+	MessageHibernated
+	// IQResult runs for iq results and errors addressed to a hosted domain itself or to an
+	// account's bare JID: answers to requests the server sent (XEP-0115 disco#info queries).
+	IQResult
+	// Outbound runs for messages and presence from a local account's JID, whoever produced them
+	// (its client or a module broadcasting for it), before they are delivered or leave the
+	// server; it runs on the sender's host.
+	Outbound
+	// IQDeliver runs for iq stanzas addressed to a local account (bare or full JID), from anyone,
+	// before the server answers on the account's behalf or routes them to a resource.
+	IQDeliver
 )
 
 // Hook registers fn at point p with priority prio (higher runs first).
@@ -317,6 +429,14 @@ func (h *Host) hookList(p Point) *[]hook {
 		return &h.presenceDeliver
 	case IQIn:
 		return &h.iqIn
+	case MessageHibernated:
+		return &h.hibernated
+	case IQResult:
+		return &h.iqResult
+	case Outbound:
+		return &h.outbound
+	case IQDeliver:
+		return &h.iqDeliver
 	default:
 		return &h.messageOffline
 	}
@@ -361,3 +481,27 @@ func (h *Host) SessionClosed(ctx context.Context, s Session) {
 func (h *Host) Send(ctx context.Context, el *stanza.Element) error {
 	return h.sender.Route(ctx, el)
 }
+
+// PreAuthFunc answers an iq a client sends before it authenticates (XEP-0077 registration).
+// remote is the client's address (ip:port). It returns the result payload (nil for an empty
+// result) or an error, as an IQHandler does.
+type PreAuthFunc func(ctx context.Context, remote string, iq *stanza.Element) (*stanza.Element, error)
+
+// HandlePreAuthIQ registers fn for iq requests with a payload {space}local on streams that have
+// not authenticated yet; without a handler such a stanza ends the stream (RFC 6120 §6.4.1).
+func (h *Host) HandlePreAuthIQ(space, local string, fn PreAuthFunc) {
+	if h.preAuthIQ == nil {
+		h.preAuthIQ = make(map[[2]string]PreAuthFunc)
+	}
+	h.preAuthIQ[[2]string{space, local}] = fn
+}
+
+// PreAuthIQ returns the handler for an iq payload before authentication, or nil.
+func (h *Host) PreAuthIQ(space, local string) PreAuthFunc { return h.preAuthIQ[[2]string{space, local}] }
+
+// AddPreAuthFeature advertises el in the stream features offered before authentication, on
+// streams that are encrypted or allowed to authenticate in clear.
+func (h *Host) AddPreAuthFeature(el *stanza.Element) { h.preAuthFeatures = append(h.preAuthFeatures, el) }
+
+// PreAuthFeatures returns the features of AddPreAuthFeature. The elements are shared.
+func (h *Host) PreAuthFeatures() []*stanza.Element { return h.preAuthFeatures }

@@ -93,6 +93,11 @@ type Config struct {
 	// once per process. Set it to keep salts (and client-side caches of the
 	// salted password) stable across restarts.
 	Secret []byte
+	// Advertised is the mechanism list the client was offered and CBTypes the XEP-0440
+	// channel-binding types (nil when none were advertised). With Advertised set, SCRAM adds the
+	// XEP-0474 downgrade protection hash ("h") to its server-first-message.
+	Advertised []string
+	CBTypes    []string
 
 	// nonce, when set, replaces the random server nonce (tests only).
 	nonce func() string

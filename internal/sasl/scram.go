@@ -259,6 +259,9 @@ func (s *scramServer) clientFirst(ctx context.Context, msg []byte) ([]byte, erro
 	s.clientFirstBare = bare
 	s.nonce = cnonce + s.cfg.newNonce()
 	s.serverFirst = "r=" + s.nonce + ",s=" + base64.StdEncoding.EncodeToString(salt) + ",i=" + strconv.Itoa(iter)
+	if len(s.cfg.Advertised) > 0 {
+		s.serverFirst += ",h=" + SSDPHash(s.hash.new, s.cfg.Advertised, s.cfg.CBTypes)
+	}
 	return []byte(s.serverFirst), nil
 }
 
@@ -407,4 +410,22 @@ func derivedKeys(h *scramHash, secret []byte, domain, user string, creds *auth.C
 	}
 	keyCache.m[k] = cacheEntry{generation: creds.Generation, fingerprint: fingerprint, storedKey: storedKey, serverKey: serverKey}
 	return storedKey, serverKey
+}
+
+// SSDPHash is the XEP-0474 downgrade protection hash: the sorted mechanism list joined by
+// 0x1E, then, when channel-binding types were advertised (cbTypes non-nil), 0x1F and the sorted
+// types joined by 0x1E, hashed with the SCRAM mechanism's hash and encoded in base64. Being part
+// of the server-first-message, it is covered by the client's proof.
+func SSDPHash(newHash func() hash.Hash, mechs, cbTypes []string) string {
+	m := slices.Clone(mechs)
+	slices.Sort(m) // byte order is the "i;octet" collation of RFC 4790 §9.3
+	s := strings.Join(m, "\x1e")
+	if cbTypes != nil {
+		t := slices.Clone(cbTypes)
+		slices.Sort(t)
+		s += "\x1f" + strings.Join(t, "\x1e")
+	}
+	d := newHash()
+	d.Write([]byte(s))
+	return base64.StdEncoding.EncodeToString(d.Sum(nil))
 }

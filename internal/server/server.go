@@ -19,6 +19,7 @@ import (
 	"impetus/internal/c2s"
 	"impetus/internal/config"
 	"impetus/internal/core"
+	"impetus/internal/httpd"
 	"impetus/internal/listener"
 	"impetus/internal/module"
 	"impetus/internal/modules/all"
@@ -66,6 +67,8 @@ type Server struct {
 	ops opsState
 	// guard counts connections and failed authentications (limits.go).
 	guard limitState
+	// web is the http_listener: WebSocket, BOSH, host-meta, file upload (web.go).
+	web *httpd.Server
 }
 
 // LoadConfig loads and checks a configuration as the server will use it: the language and
@@ -161,17 +164,26 @@ func (s *Server) start(ctx context.Context) error {
 	for _, d := range domains {
 		h := module.NewHost(d, s.router, s.core, s.storage, acc, s.log.With("host", d))
 		h.Config = s.cfg
-		if err := h.Provision(all.Standard); err != nil {
+		h.Auth = s.authStore
+		mods := all.Standard
+		if dom := s.cfg.Domain(d); dom != nil && dom.Service != "" {
+			mods = all.Services[dom.Service]
+		}
+		if err := h.Provision(mods); err != nil {
 			return err
 		}
 		s.core.AddHost(h)
 		s.hosts = append(s.hosts, h)
 	}
+	listServices(s.hosts)
 	hosted := make(map[string]bool, len(domains))
 	for _, d := range domains {
 		hosted[d] = true
 	}
 	if err := s.startFederation(lc, hosted, domains); err != nil {
+		return err
+	}
+	if err := s.startWeb(ctx, lc, domains, hosted, store, realm, logAuth); err != nil {
 		return err
 	}
 	return s.serveListens(ctx, lc, domains, hosted, store, realm, logAuth)
@@ -214,6 +226,9 @@ func (s *Server) serveListens(ctx context.Context, lc *config.Listener, domains 
 			Streams:              &s.streams,
 		}
 		s.applyLimits(cc, opts)
+		if cc.SM, err = c2s.SMConfigFrom(s.cfg); err != nil {
+			return err
+		}
 		listen := ls
 		spec := listener.Spec{
 			Network:  ls.Network,
@@ -225,7 +240,12 @@ func (s *Server) serveListens(ctx context.Context, lc *config.Listener, domains 
 			}),
 			Streams: map[string]listener.Handler{
 				stanza.NSClient: s.counted(func(ctx context.Context, c *listener.Conn) {
-					c2s.Serve(ctx, c.Conn, c.Dec, c.Header, fromAdmission(ctx, s.peerConfig(cc, wiring, lc, listen, c.Peer)))
+					pc := fromAdmission(ctx, s.peerConfig(cc, wiring, lc, listen, c.Peer))
+					if c.TLS != nil {
+						c2s.ServeDirectTLS(ctx, c.Conn, c.Dec, c.Header, pc, c.TLS)
+						return
+					}
+					c2s.Serve(ctx, c.Conn, c.Dec, c.Header, pc)
 				}),
 				serverStreamNS: s.counted(func(ctx context.Context, c *listener.Conn) {
 					s.s2s.Serve(ctx, c.Conn, c.Dec, c.Header, tlsConf)
@@ -233,6 +253,13 @@ func (s *Server) serveListens(ctx context.Context, lc *config.Listener, domains 
 			},
 			HeaderTimeout: headerTimeout(opts),
 			Log:           s.log.With("listen", ls.Address),
+		}
+		if opts.TLS == "direct" {
+			// XEP-0368: TLS first; server streams on this port reach s2s already encrypted.
+			if tlsConf == nil {
+				return fmt.Errorf("server: listen %s: tls = \"direct\" needs a certificate", ls.Address)
+			}
+			spec.DirectTLS = c2s.DirectTLSConfig(tlsConf)
 		}
 		s.socketOptions(&spec, ls, opts)
 		l, err := s.bind(spec)
@@ -317,6 +344,7 @@ func (s *Server) stop() {
 		l.Close()
 	}
 	s.streams.CloseAll(stanza.NewStreamError("system-shutdown", ""))
+	s.stopWeb()
 	s.stopFederation()
 	for _, l := range s.listeners {
 		l.Wait(5 * time.Second)
@@ -347,4 +375,31 @@ func (a accounts) Exists(ctx context.Context, localpart, domain string) (bool, e
 		return a.s.peerAuth.exists(ctx, localpart, domain)
 	}
 	return err == nil, err
+}
+
+// listServices lists each service domain (MUC) in the disco items of the account domain it is a
+// subdomain of, or of every account domain when it is nobody's subdomain, so that clients find
+// it by XEP-0030 §4 item discovery of their own server.
+func listServices(hosts []*module.Host) {
+	for _, svc := range hosts {
+		if svc.Service() == nil {
+			continue
+		}
+		var parents []*module.Host
+		for _, h := range hosts {
+			if h.Service() == nil && strings.HasSuffix(svc.Domain, "."+h.Domain) {
+				parents = append(parents, h)
+			}
+		}
+		if len(parents) == 0 {
+			for _, h := range hosts {
+				if h.Service() == nil {
+					parents = append(parents, h)
+				}
+			}
+		}
+		for _, h := range parents {
+			h.AddItem(module.Item{JID: svc.Domain})
+		}
+	}
 }

@@ -168,8 +168,13 @@ type Query struct {
 	// limit.
 	Limit int
 	// Last selects the last Limit items of the range instead of the first,
-	// like an empty RSM <before/>. Setting Before implies Last.
+	// like an empty RSM <before/>. Setting Before implies Last unless
+	// Forward is set.
 	Last bool
+	// Forward makes Before a plain upper bound of the range (XEP-0313's
+	// before-id) instead of a backward paging cursor: the first Limit
+	// items before it are selected. It has no effect when Last is set.
+	Forward bool
 }
 
 // Page describes the page returned by Archive.Query.
@@ -179,7 +184,7 @@ type Page struct {
 	First, Last string
 	// Complete reports that no further items of the range lie beyond the
 	// page in the paging direction: after it for forward paging, before it
-	// when Last or Before is set.
+	// when Last is set or Before is set without Forward.
 	Complete bool
 }
 

@@ -1,6 +1,9 @@
 // Package transport holds what a stream needs of its connection beyond XML: an outbound queue
-// drained by one writer goroutine, so that any goroutine can hand a session bytes without
-// ever blocking on a slow peer, with a bound on what may wait.
+// drained by a writer goroutine, so that any goroutine can hand a session bytes without ever
+// blocking on a slow peer, with a bound on what may wait.
+//
+// The writer goroutine exists only while there is something to write: an idle session, which
+// is most sessions of a large server, holds neither a goroutine stack nor a buffer for output.
 package transport
 
 import (
@@ -16,28 +19,29 @@ var ErrQueueFull = errors.New("transport: outbound queue full")
 // ErrClosed is reported for writes after Close.
 var ErrClosed = errors.New("transport: writer closed")
 
-// idleBufferCap is the largest buffer kept while idle; larger ones are dropped so an idle
-// session holds little memory after a burst.
-const idleBufferCap = 4096
+// keepBufferCap is the largest buffer a running writer reuses between writes; larger ones,
+// left by a burst, are dropped so a busy session's memory follows its current traffic.
+const keepBufferCap = 4096
 
-// Writer queues bytes for a connection and writes them from its own goroutine.
-// Appends from any goroutine are cheap: they copy into the pending buffer under a mutex.
+// Writer queues bytes for a connection and writes them from a goroutine that runs while the
+// queue is not empty. Appends from any goroutine are cheap: they copy into the pending buffer
+// under a mutex, and the first append to an empty queue starts the goroutine.
 type Writer struct {
 	mu       sync.Mutex
-	cond     sync.Cond
 	conn     net.Conn
 	pending  []byte // bytes waiting to be written
-	spare    []byte // the buffer being written, reused for the next swap
+	spare    []byte // the buffer being written, reused for the next swap while running
 	maxQueue int
+	running  bool // a goroutine is draining the queue
 	closing  bool
 	err      error
-	done     chan struct{}
+	exited   chan struct{} // closed when the running goroutine ends, once Close waits for it
 	onError  func(error)
 	timeout  time.Duration
 }
 
 // NewWriter returns a writer for conn. maxQueue bounds pending bytes (0 means 1 MiB);
-// writeTimeout bounds one write system call (0 means 60 s). onError is called once, from the
+// writeTimeout bounds one write system call (0 means 60 s). onError is called once, from a
 // writer goroutine, when the connection fails or the queue overflows.
 func NewWriter(conn net.Conn, maxQueue int, writeTimeout time.Duration, onError func(error)) *Writer {
 	if maxQueue <= 0 {
@@ -46,10 +50,7 @@ func NewWriter(conn net.Conn, maxQueue int, writeTimeout time.Duration, onError 
 	if writeTimeout <= 0 {
 		writeTimeout = 60 * time.Second
 	}
-	w := &Writer{conn: conn, maxQueue: maxQueue, done: make(chan struct{}), onError: onError, timeout: writeTimeout}
-	w.cond.L = &w.mu
-	go w.run()
-	return w
+	return &Writer{conn: conn, maxQueue: maxQueue, onError: onError, timeout: writeTimeout}
 }
 
 // Append queues the bytes produced by fill, which appends to the buffer it is given.
@@ -68,13 +69,23 @@ func (w *Writer) Append(fill func([]byte) []byte) error {
 	if len(w.pending) > w.maxQueue {
 		w.err = ErrQueueFull
 		w.pending = nil
-		w.cond.Signal()
+		// The error is reported from a writer goroutine, never from the caller's: onError
+		// may write to the connection.
+		w.startLocked()
 		w.mu.Unlock()
 		return ErrQueueFull
 	}
-	w.cond.Signal()
+	w.startLocked()
 	w.mu.Unlock()
 	return nil
+}
+
+// startLocked starts the writer goroutine unless one runs. Called with mu held.
+func (w *Writer) startLocked() {
+	if !w.running {
+		w.running = true
+		go w.run()
+	}
 }
 
 // Write queues b.
@@ -85,41 +96,53 @@ func (w *Writer) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// run writes until the queue is empty, then ends.
 func (w *Writer) run() {
-	defer close(w.done)
 	for {
 		w.mu.Lock()
-		for len(w.pending) == 0 && w.err == nil && !w.closing {
-			if cap(w.pending) > idleBufferCap {
-				w.pending = nil
-			}
-			if cap(w.spare) > idleBufferCap {
-				w.spare = nil
-			}
-			w.cond.Wait()
-		}
 		if w.err != nil {
 			err := w.err
+			w.pending, w.spare = nil, nil
 			w.mu.Unlock()
+			// Close waits for the report, as it waits for the writes.
 			w.fail(err)
+			w.mu.Lock()
+			w.stopLocked()
+			w.mu.Unlock()
 			return
 		}
-		if len(w.pending) == 0 && w.closing {
+		if len(w.pending) == 0 {
+			// Nothing left: drop the buffers with the goroutine, so an idle session keeps
+			// neither. The next append allocates a buffer sized for what it queues.
+			w.pending, w.spare = nil, nil
+			w.stopLocked()
 			w.mu.Unlock()
 			return
 		}
 		buf := w.pending
 		w.pending = w.spare[:0]
+		w.spare = nil
 		w.mu.Unlock()
 
 		_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 		_, err := w.conn.Write(buf)
 		w.mu.Lock()
-		w.spare = buf[:0]
+		if cap(buf) <= keepBufferCap {
+			w.spare = buf[:0]
+		}
 		if err != nil && w.err == nil {
 			w.err = err
 		}
 		w.mu.Unlock()
+	}
+}
+
+// stopLocked marks the goroutine ended and wakes Close. Called with mu held.
+func (w *Writer) stopLocked() {
+	w.running = false
+	if w.exited != nil {
+		close(w.exited)
+		w.exited = nil
 	}
 }
 
@@ -133,14 +156,23 @@ func (w *Writer) fail(err error) {
 func (w *Writer) Close(timeout time.Duration) {
 	w.mu.Lock()
 	w.closing = true
-	w.cond.Signal()
+	if !w.running {
+		w.mu.Unlock()
+		return
+	}
+	if w.exited == nil {
+		w.exited = make(chan struct{})
+	}
+	exited := w.exited
 	w.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	select {
-	case <-w.done:
-	case <-time.After(timeout):
+	case <-exited:
+	case <-t.C:
 		// The peer is not reading; unblock the write so the goroutine ends.
 		_ = w.conn.SetWriteDeadline(time.Now())
-		<-w.done
+		<-exited
 	}
 }
 

@@ -471,7 +471,7 @@ func (s archiveStore) Query(ctx context.Context, user string, q storage.Query) (
 	page := storage.Page{Complete: true}
 	if q.Limit > 0 && len(match) > q.Limit {
 		page.Complete = false
-		if q.Last || q.Before != "" {
+		if q.Last || (q.Before != "" && !q.Forward) {
 			match = match[len(match)-q.Limit:]
 		} else {
 			match = match[:q.Limit]

@@ -634,6 +634,23 @@ func testArchivePaging(t *testing.T, b storage.Backend) {
 	if got := ids(items); !slices.Equal(got, all[7:9]) || page.Complete {
 		t.Fatalf("between with limit = %v, %+v, want %v", got, page, all[7:9])
 	}
+	// Forward turns Before into an upper bound paged from its start
+	// (XEP-0313 before-id with forward RSM paging).
+	items, page, err = a.Query(ctx, alice, storage.Query{Before: all[9], Forward: true, Limit: 4})
+	must(t, err)
+	if got := ids(items); !slices.Equal(got, all[0:4]) || page.Complete {
+		t.Fatalf("forward before = %v, %+v, want %v incomplete", got, page, all[0:4])
+	}
+	items, page, err = a.Query(ctx, alice, storage.Query{After: all[4], Before: all[9], Forward: true, Limit: 4})
+	must(t, err)
+	if got := ids(items); !slices.Equal(got, all[5:9]) || !page.Complete {
+		t.Fatalf("forward between = %v, %+v, want %v complete", got, page, all[5:9])
+	}
+	items, page, err = a.Query(ctx, alice, storage.Query{Before: all[9], Forward: true, Last: true, Limit: 2})
+	must(t, err)
+	if got := ids(items); !slices.Equal(got, all[7:9]) || page.Complete {
+		t.Fatalf("forward before with last = %v, %+v, want %v", got, page, all[7:9])
+	}
 
 	_, _, err = a.Query(ctx, alice, storage.Query{After: "unknown"})
 	wantNotFound(t, "after unknown id", err)

@@ -53,7 +53,7 @@ func Archive(table string, ph func(int) string, ts func(time.Time) any, store, u
 		t := arg(before.TS)
 		fmt.Fprintf(&b, " AND ts <= %s AND (ts < %s OR seq < %s)", t, t, arg(before.Seq))
 	}
-	desc = q.Last || q.Before != ""
+	desc = q.Last || (q.Before != "" && !q.Forward)
 	if desc {
 		b.WriteString(" ORDER BY ts DESC, seq DESC")
 	} else {

@@ -1,0 +1,101 @@
+package httpd
+
+import (
+	"strings"
+	"testing"
+
+	"impetus/internal/xmlstream"
+)
+
+func TestSplitterChunks(t *testing.T) {
+	var sp splitter
+	in := `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='abc' from='localhost' version='1.0' xml:lang='en'>` +
+		`<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><mechanism>PLAIN</mechanism></mechanisms></stream:features>` +
+		`<message to="a@b" id="x&apos;>"><body>1 &lt; 2</body></message><presence/>` + `</stream:stream>`
+	// Fed in two arbitrary pieces, as a writer that splits its output might.
+	cut := 200
+	c1, err := sp.split([]byte(in[:cut]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := sp.split([]byte(in[cut:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := append(c1, c2...)
+	if len(chunks) != 5 {
+		t.Fatalf("got %d chunks, want 5", len(chunks))
+	}
+	if chunks[0].kind != chunkHeader || chunks[0].header.ID != "abc" || chunks[0].header.From != "localhost" {
+		t.Fatalf("header chunk: %+v", chunks[0])
+	}
+	if got := string(openElement(chunks[0].header)); got != `<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" from="localhost" id="abc" version="1.0" xml:lang="en"/>` {
+		t.Fatalf("open: %s", got)
+	}
+	if got := string(chunks[1].data); !strings.HasPrefix(got, `<stream:features xmlns:stream="http://etherx.jabber.org/streams">`) {
+		t.Fatalf("features: %s", got)
+	}
+	if got := string(chunks[2].data); got != `<message xmlns="jabber:client" to="a@b" id="x&apos;>"><body>1 &lt; 2</body></message>` {
+		t.Fatalf("message: %s", got)
+	}
+	if got := string(chunks[3].data); got != `<presence xmlns="jabber:client"/>` {
+		t.Fatalf("presence: %s", got)
+	}
+	if chunks[4].kind != chunkClose {
+		t.Fatalf("last chunk: %+v", chunks[4])
+	}
+	// Every element chunk parses on its own, as RFC 7395 requires of a message.
+	for _, c := range chunks[1:4] {
+		if _, _, err := parseFramed(c.data, xmlstream.Limits{}); err != nil {
+			t.Errorf("%s: %v", c.data, err)
+		}
+	}
+}
+
+func TestParseFramed(t *testing.T) {
+	good := []string{
+		`<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>`,
+		"<?xml version='1.0'?>\n<message xmlns='jabber:client'><body><![CDATA[<x>]]></body></message>\n",
+		`<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>`,
+	}
+	for _, g := range good {
+		if _, _, err := parseFramed([]byte(g), xmlstream.Limits{}); err != nil {
+			t.Errorf("%q: %v", g, err)
+		}
+	}
+	bad := []string{
+		``, `text`, `<a/><b/>`, `<message xmlns='jabber:client'>`, `<a></b>`, `<a/>trailing`,
+		`<message xmlns='jabber:client'><body>`,
+	}
+	for _, b := range bad {
+		if _, _, err := parseFramed([]byte(b), xmlstream.Limits{}); err == nil {
+			t.Errorf("%q: accepted", b)
+		}
+	}
+	// The stream limits apply to a message.
+	big := `<message xmlns='jabber:client'><body>` + strings.Repeat("x", 2000) + `</body></message>`
+	if _, _, err := parseFramed([]byte(big), xmlstream.Limits{MaxStanzaSize: 1000}); err == nil {
+		t.Error("oversized message accepted")
+	}
+}
+
+func TestOpenToHeader(t *testing.T) {
+	el, _, err := parseFramed([]byte(`<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="local&amp;host" version="1.0" xml:lang="de"/>`), xmlstream.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(openToHeader(el))
+	want := `<stream:stream xmlns="jabber:client" xmlns:stream="http://etherx.jabber.org/streams" to="local&amp;host" version="1.0" xml:lang="de">`
+	if got != want {
+		t.Fatalf("got %s\nwant %s", got, want)
+	}
+}
+
+func FuzzSplitter(f *testing.F) {
+	f.Add([]byte(`<stream:stream id='1'><a x="'>"><b/>t</a></stream:stream>`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sp := splitter{max: 1 << 16}
+		_, _ = sp.split(b)
+		_, _, _ = parseFramed(b, xmlstream.Limits{})
+	})
+}

@@ -1,0 +1,207 @@
+// Package bookmarks implements the server side of XEP-0402: PEP Native Bookmarks with its
+// compatibility with XEP-0048: Bookmarks kept in XEP-0049 private XML storage
+// (urn:xmpp:bookmarks:1#compat). The bookmarks themselves are items of the PEP node
+// urn:xmpp:bookmarks:1, one per room, which the pep module stores; this module keeps the
+// legacy <storage xmlns='storage:bookmarks'/> document in private storage in step with them,
+// both ways (XEP-0402 §5):
+//
+//   - when a client publishes, retracts or purges bookmarks, the legacy document is rebuilt from
+//     the node's items, keeping the URL bookmarks only XEP-0048 knows;
+//   - when a legacy client stores the document, each changed room is published to the node and
+//     each removed room retracted, so modern clients get notifications for those only.
+package bookmarks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+
+	"mellium.im/xmpp/jid"
+
+	"impetus/internal/module"
+	"impetus/internal/modules/pep"
+	"impetus/internal/modules/private"
+	"impetus/internal/stanza"
+)
+
+// Namespaces of XEP-0402 and XEP-0048.
+const (
+	NS       = "urn:xmpp:bookmarks:1"
+	NSCompat = NS + "#compat"
+	NSLegacy = "storage:bookmarks"
+)
+
+func init() { module.Register("bookmarks", func() module.Module { return new(Bookmarks) }) }
+
+// Bookmarks is the bookmarks module of one hosted domain. It requires the pep and private
+// modules.
+type Bookmarks struct {
+	h    *module.Host
+	pep  *pep.Pep
+	priv *private.Private
+}
+
+// Provision implements module.Module.
+func (b *Bookmarks) Provision(h *module.Host) error {
+	b.h = h
+	b.pep = pep.ForHost(h)
+	b.priv = private.ForHost(h)
+	if b.pep == nil || b.priv == nil {
+		return errors.New("bookmarks: the pep and private modules must be provisioned first")
+	}
+	h.AddAccountFeature(NSCompat)
+	b.pep.OnChange(NS, b.fromPEP)
+	b.priv.OnSet(NSLegacy, "storage", b.fromLegacy)
+	return nil
+}
+
+// publishOptions are the node settings XEP-0402 §3 asks for; the module uses them when it
+// creates the node for a legacy client.
+func publishOptions() map[string][]string {
+	return map[string][]string{
+		"pubsub#persist_items":            {"true"},
+		"pubsub#max_items":                {"max"},
+		"pubsub#send_last_published_item": {"never"},
+		"pubsub#access_model":             {"whitelist"},
+	}
+}
+
+// fromPEP rebuilds the legacy document after a client changed the bookmarks node.
+func (b *Bookmarks) fromPEP(ctx context.Context, owner jid.JID, _ string) {
+	if err := b.syncLegacy(ctx, owner); err != nil {
+		b.h.Log.Error("bookmarks: updating private storage", "user", owner.String(), "err", err)
+	}
+}
+
+func (b *Bookmarks) syncLegacy(ctx context.Context, owner jid.JID) error {
+	items, _, _, err := b.pep.Items(ctx, owner, NS)
+	if err != nil {
+		return err
+	}
+	old, err := b.priv.Get(ctx, owner, NSLegacy, "storage")
+	if err != nil {
+		return err
+	}
+	doc := stanza.NewElement(NSLegacy, "storage")
+	if old != nil {
+		// URL bookmarks and anything else that is not a room have no place in XEP-0402.
+		for c := range old.Elements() {
+			if !(c.Space == NSLegacy && c.Local == "conference") {
+				doc.AddChild(c)
+			}
+		}
+	}
+	for _, it := range items {
+		if it.Payload == nil || it.Payload.Space != NS || it.Payload.Local != "conference" {
+			continue
+		}
+		doc.AddChild(toLegacy(it.ID, it.Payload))
+	}
+	return b.priv.Put(ctx, owner, doc)
+}
+
+// fromLegacy publishes the rooms of a document a legacy client stored that differ from the
+// node's items and retracts the rooms it no longer lists.
+func (b *Bookmarks) fromLegacy(ctx context.Context, owner jid.JID, doc *stanza.Element) error {
+	items, _, exists, err := b.pep.Items(ctx, owner, NS)
+	if err != nil {
+		return err
+	}
+	current := map[string][]byte{}
+	for _, it := range items {
+		if it.Payload != nil {
+			current[it.ID] = it.Payload.AppendXML(nil, "")
+		}
+	}
+	var publish []pep.Item
+	listed := map[string]bool{}
+	for c := range doc.Elements() {
+		if c.Space != NSLegacy || c.Local != "conference" {
+			continue
+		}
+		room, err := jid.Parse(c.Attr("jid"))
+		if err != nil || room.Localpart() == "" || room.Resourcepart() != "" {
+			continue
+		}
+		id := room.String()
+		if listed[id] {
+			continue
+		}
+		listed[id] = true
+		pl := fromLegacyConference(c)
+		if old, ok := current[id]; ok && bytes.Equal(old, pl.AppendXML(nil, "")) {
+			continue
+		}
+		publish = append(publish, pep.Item{ID: id, Payload: pl})
+	}
+	var retract []string
+	for _, it := range items {
+		if !listed[it.ID] {
+			retract = append(retract, it.ID)
+		}
+	}
+	slices.Sort(retract)
+	if len(publish) == 0 && len(retract) == 0 {
+		return nil
+	}
+	var opts map[string][]string
+	if !exists {
+		opts = publishOptions()
+	}
+	return b.pep.Apply(ctx, owner, NS, opts, publish, retract, owner)
+}
+
+// toLegacy converts a XEP-0402 item into a XEP-0048 <conference/>.
+func toLegacy(id string, c *stanza.Element) *stanza.Element {
+	out := stanza.NewElement(NSLegacy, "conference", stanza.Attr{Name: "jid", Value: id})
+	if n := c.Attr("name"); n != "" {
+		out.SetAttr("name", n)
+	}
+	if a := c.Attr("autojoin"); a == "true" || a == "1" {
+		out.SetAttr("autojoin", "true")
+	} else {
+		out.SetAttr("autojoin", "false")
+	}
+	for ch := range c.Elements() {
+		switch {
+		case ch.Space == NS && (ch.Local == "nick" || ch.Local == "password"):
+			out.AddChild(stanza.NewElement(NSLegacy, ch.Local).AddText(ch.Text()))
+		case ch.Space == NS && ch.Local == "extensions":
+			for e := range ch.Elements() {
+				out.AddChild(e)
+			}
+		}
+	}
+	return out
+}
+
+// fromLegacyConference converts a XEP-0048 <conference/> into a XEP-0402 payload; elements of
+// other namespaces travel in <extensions/>.
+func fromLegacyConference(c *stanza.Element) *stanza.Element {
+	out := stanza.NewElement(NS, "conference")
+	if n := c.Attr("name"); n != "" {
+		out.SetAttr("name", n)
+	}
+	if a := c.Attr("autojoin"); a == "true" || a == "1" {
+		out.SetAttr("autojoin", "true")
+	}
+	var ext *stanza.Element
+	for ch := range c.Elements() {
+		switch {
+		case ch.Space == NSLegacy && (ch.Local == "nick" || ch.Local == "password"):
+			out.AddChild(stanza.NewElement(NS, ch.Local).AddText(ch.Text()))
+		case ch.Space != NSLegacy:
+			if ext == nil {
+				ext = stanza.NewElement(NS, "extensions")
+			}
+			ext.AddChild(ch)
+		}
+	}
+	if ext != nil {
+		out.AddChild(ext)
+	}
+	return out
+}
+
+var _ module.Module = (*Bookmarks)(nil)

@@ -1,0 +1,474 @@
+// Package mam implements XEP-0313: Message Archive Management for user accounts, with XEP-0359
+// stanza ids on archived messages, XEP-0059 result set paging, archiving preferences and a
+// retention period. The query side (form, paging, result formatting) lives in
+// internal/mamquery, which room archives share.
+//
+// What is archived (XEP-0313 §5.1.1 and XEP-0334): messages of type chat or normal (or none)
+// that carry a body, an end-to-end encrypted payload, a reaction, a retraction or a store hint,
+// unless they carry a no-store or no-permanent-store hint. Errors, headlines and groupchat
+// messages are not archived here (a room archives its own groupchat), nor chat states, receipts
+// or markers alone, nor carbons and archive results, which are copies of messages archived
+// already. A message between two local accounts lands in both archives; one to or from another
+// server lands in the local account's archive. The recipient's copy is archived before it is
+// routed, so a message that waits in offline storage is archived once, with the same
+// <stanza-id/> it carries when it is finally delivered.
+package mam
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"impetus/internal/mamquery"
+	"impetus/internal/module"
+	"impetus/internal/modules/roster"
+	"impetus/internal/stanza"
+	"impetus/internal/storage"
+)
+
+// StoreName is the storage.Archive holding user archives.
+const StoreName = "mam"
+
+// PrefsStore is the storage.KV holding each user's archiving preferences.
+const PrefsStore = "mam_prefs"
+
+// Default archiving policies (XEP-0313 §5.1.1 <prefs default='…'/>).
+const (
+	Always = "always"
+	Never  = "never"
+	Roster = "roster"
+)
+
+// Hook priorities. Delivery archiving runs after hooks that may refuse a message (blocking,
+// privacy) and before those that copy it elsewhere (carbons), so the copies carry the
+// recipient's <stanza-id/>; hooks that must see the id register below DeliverPriority.
+const (
+	InPriority      = -50
+	DeliverPriority = 50
+)
+
+// Defaults of the module's options.
+const (
+	DefaultPurgeInterval = time.Hour
+	// maxPrefsJIDs bounds each of the always and never lists.
+	maxPrefsJIDs = 1000
+)
+
+// hintsNS is XEP-0334 Message Processing Hints.
+const hintsNS = "urn:xmpp:hints"
+
+func init() {
+	module.Register("mam", func() module.Module { return &MAM{} })
+}
+
+// MAM is the message archive module of one hosted domain.
+type MAM struct {
+	// Default is the policy of users without preferences: Always, Roster or Never.
+	Default string
+	// Retention is how long messages are kept; zero keeps them forever.
+	Retention time.Duration
+	// PurgeInterval is the time between retention purges.
+	PurgeInterval time.Duration
+	// Limits bound queries.
+	Limits mamquery.Limits
+	// Now returns the current time; tests replace it.
+	Now func() time.Time
+
+	h       *module.Host
+	store   storage.Archive
+	prefs   storage.KV
+	archive *mamquery.Archive
+
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// Provision implements module.Module.
+func (m *MAM) Provision(h *module.Host) error {
+	m.h = h
+	if m.Default == "" {
+		m.Default = Always
+	}
+	if m.PurgeInterval <= 0 {
+		m.PurgeInterval = DefaultPurgeInterval
+	}
+	if x := h.XMPP(); x != nil {
+		if x.MAMDefault != "" {
+			m.Default = x.MAMDefault
+		}
+		m.Retention = time.Duration(x.MAMRetention) * 24 * time.Hour
+		if x.MAMPurgeInterval > 0 {
+			m.PurgeInterval = x.MAMPurgeInterval
+		}
+		m.Limits = mamquery.Limits{DefaultMax: x.MAMDefaultPage, MaxMax: x.MAMMaxPage, MaxScan: x.MAMMaxScan}
+	}
+	if m.Now == nil {
+		m.Now = time.Now
+	}
+	m.store = h.Storage.Archive(StoreName)
+	m.prefs = h.Storage.KV(PrefsStore)
+	m.archive = &mamquery.Archive{Store: m.store, Limits: m.Limits}
+
+	h.AddAccountFeature(mamquery.NS)
+	h.AddAccountFeature(mamquery.NSExtended)
+	h.AddAccountFeature(mamquery.NSSID)
+	h.HandleIQ(module.ToAccount, stanza.Get, mamquery.NS, "query", m.form)
+	h.HandleIQ(module.ToAccount, stanza.Set, mamquery.NS, "query", m.query)
+	h.HandleIQ(module.ToAccount, stanza.Get, mamquery.NS, "metadata", m.metadata)
+	h.HandleIQ(module.ToAccount, stanza.Get, mamquery.NS, "prefs", m.getPrefs)
+	h.HandleIQ(module.ToAccount, stanza.Set, mamquery.NS, "prefs", m.setPrefs)
+	h.Hook(module.MessageIn, InPriority, m.outgoing)
+	h.Hook(module.MessageDeliver, DeliverPriority, m.incoming)
+	if m.Retention > 0 {
+		m.startPurge()
+	}
+	return nil
+}
+
+// Stop implements module.Stopper.
+func (m *MAM) Stop() error {
+	m.stopOnce.Do(func() {
+		if m.stop != nil {
+			close(m.stop)
+			<-m.done
+		}
+	})
+	return nil
+}
+
+// Store returns the archive store, for other modules that read users' archives.
+func (m *MAM) Store() storage.Archive { return m.store }
+
+// owner checks that the requester asks about its own archive: an account's archive is the
+// account's business only.
+func owner(iq *module.IQ) (string, error) {
+	if !iq.From.Bare().Equal(iq.To.Bare()) {
+		return "", stanza.NewError("forbidden", "only the account may use its archive")
+	}
+	return iq.To.Bare().String(), nil
+}
+
+func (m *MAM) form(_ context.Context, iq *module.IQ) (*stanza.Element, error) {
+	if _, err := owner(iq); err != nil {
+		return nil, err
+	}
+	return mamquery.Form(), nil
+}
+
+func (m *MAM) query(ctx context.Context, iq *module.IQ) (*stanza.Element, error) {
+	user, err := owner(iq)
+	if err != nil {
+		return nil, err
+	}
+	req, err := mamquery.Parse(iq.Payload, m.Limits)
+	if err != nil {
+		return nil, err
+	}
+	send := func(el *stanza.Element) {
+		if iq.Session != nil {
+			iq.Session.Send(el)
+			return
+		}
+		if err := m.h.Send(ctx, el); err != nil {
+			m.h.Log.Debug("mam: result not routable", "err", err)
+		}
+	}
+	// Results come from the account's bare JID, the archive's address (XEP-0313 §4.2).
+	return m.archive.Serve(ctx, user, user, iq.From.String(), req, send)
+}
+
+func (m *MAM) metadata(ctx context.Context, iq *module.IQ) (*stanza.Element, error) {
+	user, err := owner(iq)
+	if err != nil {
+		return nil, err
+	}
+	return m.archive.Metadata(ctx, user)
+}
+
+// Prefs are a user's archiving preferences (XEP-0313 §5.1).
+type Prefs struct {
+	Default string   `json:"default"`
+	Always  []string `json:"always,omitempty"`
+	Never   []string `json:"never,omitempty"`
+}
+
+// Prefs returns user's preferences, or the server default when the user has set none.
+func (m *MAM) Prefs(ctx context.Context, user string) (Prefs, error) {
+	data, err := m.prefs.Get(ctx, user)
+	if errors.Is(err, storage.ErrNotFound) {
+		return Prefs{Default: m.Default}, nil
+	}
+	if err != nil {
+		return Prefs{}, err
+	}
+	var p Prefs
+	if err := json.Unmarshal(data, &p); err != nil {
+		return Prefs{}, err
+	}
+	if p.Default == "" {
+		p.Default = m.Default
+	}
+	return p, nil
+}
+
+func (p Prefs) element() *stanza.Element {
+	el := stanza.NewElement(mamquery.NS, "prefs", stanza.Attr{Name: "default", Value: p.Default})
+	for _, l := range []struct {
+		name string
+		jids []string
+	}{{"always", p.Always}, {"never", p.Never}} {
+		list := stanza.NewElement(mamquery.NS, l.name)
+		for _, j := range l.jids {
+			list.AddChild(stanza.NewElement(mamquery.NS, "jid").AddText(j))
+		}
+		el.AddChild(list)
+	}
+	return el
+}
+
+func (m *MAM) getPrefs(ctx context.Context, iq *module.IQ) (*stanza.Element, error) {
+	user, err := owner(iq)
+	if err != nil {
+		return nil, err
+	}
+	p, err := m.Prefs(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return p.element(), nil
+}
+
+func (m *MAM) setPrefs(ctx context.Context, iq *module.IQ) (*stanza.Element, error) {
+	user, err := owner(iq)
+	if err != nil {
+		return nil, err
+	}
+	p := Prefs{Default: iq.Payload.Attr("default")}
+	switch p.Default {
+	case Always, Never, Roster:
+	default:
+		return nil, stanza.NewError("bad-request", "default must be always, never or roster")
+	}
+	for list := range iq.Payload.Elements() {
+		if list.Space != mamquery.NS || (list.Local != "always" && list.Local != "never") {
+			continue
+		}
+		for j := range list.Elements() {
+			if j.Space != mamquery.NS || j.Local != "jid" {
+				continue
+			}
+			parsed, err := jid.Parse(j.Text())
+			if err != nil {
+				return nil, stanza.NewError("jid-malformed", "invalid JID in preferences")
+			}
+			s := parsed.String()
+			if list.Local == "always" {
+				p.Always = appendUnique(p.Always, s)
+			} else {
+				p.Never = appendUnique(p.Never, s)
+			}
+		}
+	}
+	if len(p.Always) > maxPrefsJIDs || len(p.Never) > maxPrefsJIDs {
+		return nil, stanza.NewError("policy-violation", "too many JIDs in preferences")
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.prefs.Set(ctx, user, data); err != nil {
+		return nil, err
+	}
+	return p.element(), nil
+}
+
+func appendUnique(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
+}
+
+// wants reports whether user's preferences archive messages exchanged with peer (a full or
+// bare JID). The never list wins over the always list (XEP-0313 §5.1.1: a JID in both is
+// treated as never).
+func (m *MAM) wants(ctx context.Context, user string, peer jid.JID) (bool, error) {
+	p, err := m.Prefs(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	full, bare := peer.String(), peer.Bare().String()
+	listed := func(l []string) bool { return slices.Contains(l, full) || slices.Contains(l, bare) }
+	switch {
+	case listed(p.Never):
+		return false, nil
+	case listed(p.Always):
+		return true, nil
+	}
+	switch p.Default {
+	case Always:
+		return true, nil
+	case Roster:
+		r := roster.ForHost(m.h)
+		if r == nil {
+			return false, nil
+		}
+		it, ok, err := r.Store().Get(ctx, user, bare)
+		if err != nil {
+			return false, err
+		}
+		return ok && it.Listed(), nil
+	}
+	return false, nil
+}
+
+// Archivable reports whether a message is one that archives keep (the rules in the package
+// documentation). Other archives (carbons of room messages aside) can share the rule.
+func Archivable(el *stanza.Element) bool {
+	switch el.Attr("type") {
+	case "", "normal", "chat":
+	default:
+		return false
+	}
+	if el.Child(hintsNS, "no-store") != nil || el.Child(hintsNS, "no-permanent-store") != nil {
+		return false
+	}
+	keep := false
+	for c := range el.Elements() {
+		switch {
+		case c.Space == "urn:xmpp:carbons:2" && (c.Local == "received" || c.Local == "sent"),
+			c.Space == mamquery.NS && c.Local == "result":
+			// Copies of messages that are archived where they were first exchanged.
+			return false
+		case c.Local == "body" && (c.Space == stanza.NSClient || c.Space == stanza.NSServer || c.Space == ""),
+			c.Space == hintsNS && c.Local == "store",
+			c.Space == "eu.siacs.conversations.axolotl" && c.Local == "encrypted",
+			c.Space == "urn:xmpp:omemo:2" && c.Local == "encrypted",
+			c.Space == "urn:xmpp:openpgp:0" && c.Local == "openpgp",
+			c.Space == "jabber:x:encrypted" && c.Local == "x",
+			c.Space == "urn:xmpp:reactions:0" && c.Local == "reactions",
+			c.Space == "urn:xmpp:message-retract:1" && c.Local == "retract",
+			c.Space == "urn:xmpp:jingle-message:0" && c.Local == "propose":
+			keep = true
+		}
+	}
+	return keep
+}
+
+// outgoing archives a message a local client sends, in the sender's archive.
+func (m *MAM) outgoing(ctx context.Context, st *module.Stanza) (module.Verdict, error) {
+	from := st.From.Bare()
+	if st.To.Bare().Equal(from) {
+		// A note to oneself is archived once, on delivery.
+		return module.Continue, nil
+	}
+	user := from.String()
+	mamquery.StripStanzaIDs(st.El, user)
+	if !Archivable(st.El) {
+		return module.Continue, nil
+	}
+	m.archiveCopy(ctx, user, st.To, st.El)
+	return module.Continue, nil
+}
+
+// incoming archives a message for a local account before it is routed, and stamps it with the
+// archive's <stanza-id/> so that the delivered message, its carbons and its offline copy all
+// carry the id a client later pages by.
+func (m *MAM) incoming(ctx context.Context, st *module.Stanza) (module.Verdict, error) {
+	user := st.To.Bare().String()
+	// Only the archive names its messages: drop ids a sender claims on the user's behalf,
+	// whether or not this message is archived.
+	mamquery.StripStanzaIDs(st.El, user)
+	if !Archivable(st.El) {
+		return module.Continue, nil
+	}
+	if m.h.Accounts != nil {
+		ok, err := m.h.Accounts.Exists(ctx, st.To.Localpart(), st.To.Domainpart())
+		if err != nil || !ok {
+			// The router answers for accounts that do not exist; nothing to archive.
+			return module.Continue, nil
+		}
+	}
+	if id := m.archiveCopy(ctx, user, st.From, st.El); id != "" {
+		st.El.AddChild(mamquery.StanzaID(user, id))
+	}
+	return module.Continue, nil
+}
+
+// archiveCopy stores el in user's archive if the preferences allow and returns its id, or ""
+// when it was not archived. Archiving failures are logged, not bounced: the message itself can
+// still be delivered.
+func (m *MAM) archiveCopy(ctx context.Context, user string, peer jid.JID, el *stanza.Element) string {
+	ok, err := m.wants(ctx, user, peer)
+	if err != nil {
+		m.h.Log.Error("mam: reading preferences", "user", user, "err", err)
+		return ""
+	}
+	if !ok {
+		return ""
+	}
+	c := el.Copy()
+	c.Space = stanza.NSClient
+	id, err := m.store.Append(ctx, user, storage.Item{With: peer.Bare().String(), Time: m.Now(), Data: c.AppendXML(nil, "")})
+	if err != nil {
+		m.h.Log.Error("mam: archiving message", "user", user, "err", err)
+		return ""
+	}
+	return id
+}
+
+// startPurge runs the retention purge every PurgeInterval. One goroutine per host: the store
+// is shared by the hosts of one backend, so each purge covers every user, and a second host's
+// purge finds little left to do.
+func (m *MAM) startPurge() {
+	m.stop = make(chan struct{})
+	m.done = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// Stop cancels a purge in progress rather than waiting for it.
+		<-m.stop
+		cancel()
+	}()
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(m.PurgeInterval)
+		defer t.Stop()
+		for {
+			m.Purge(ctx)
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// Purge removes the messages older than the retention period and returns how many went. The
+// first run after start catches up with whatever expired meanwhile; every later run removes
+// only what expired during one PurgeInterval, an indexed range on (store, time).
+func (m *MAM) Purge(ctx context.Context) int64 {
+	if m.Retention <= 0 {
+		return 0
+	}
+	n, err := m.store.DeleteOlder(ctx, m.Now().Add(-m.Retention))
+	if err != nil {
+		m.h.Log.Error("mam: retention purge", "err", err)
+		return 0
+	}
+	if n > 0 {
+		m.h.Log.Info("mam: retention purge", "removed", n)
+	}
+	return n
+}
+
+var (
+	_ module.Module  = (*MAM)(nil)
+	_ module.Stopper = (*MAM)(nil)
+)

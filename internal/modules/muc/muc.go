@@ -1,0 +1,423 @@
+// Package muc implements XEP-0045: Multi-User Chat, as the service of a hosted domain
+// configured with XMPP_Service "muc", together with XEP-0249 direct invitations (which the
+// rooms accept like any join), XEP-0410 MUC self-ping, a XEP-0313 archive per room and
+// XEP-0425 message moderation.
+//
+// Every room lives in memory while it exists; persistent rooms keep their configuration,
+// affiliations and subject in the Map store "muc_rooms" (user: the service domain, key: the
+// room's localpart) and are loaded at start-up. A room's archive is the Archive store
+// "muc_archive" under the room's bare JID.
+//
+// A room serializes its state changes with one mutex. Stanzas a change produces are queued
+// under that mutex and sent after it is released, in queue order, by whichever goroutine
+// finds the queue idle, so every occupant sees the same order and a bounce that comes back
+// to the room while it sends cannot deadlock.
+package muc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"impetus/internal/config"
+	"impetus/internal/module"
+	"impetus/internal/stanza"
+	"impetus/internal/storage"
+)
+
+// Namespaces of the protocols the service speaks.
+const (
+	NSMUC       = "http://jabber.org/protocol/muc"
+	NSUser      = "http://jabber.org/protocol/muc#user"
+	NSAdmin     = "http://jabber.org/protocol/muc#admin"
+	NSOwner     = "http://jabber.org/protocol/muc#owner"
+	NSRoomInfo  = "http://jabber.org/protocol/muc#roominfo"
+	NSRoomConf  = "http://jabber.org/protocol/muc#roomconfig"
+	NSRequest   = "http://jabber.org/protocol/muc#request"
+	NSSelfPing  = "http://jabber.org/protocol/muc#self-ping-optimization"
+	NSStable    = "http://jabber.org/protocol/muc#stable_id"
+	NSDiscoInfo = "http://jabber.org/protocol/disco#info"
+	NSDiscoItem = "http://jabber.org/protocol/disco#items"
+	NSData      = "jabber:x:data"
+	NSConfInv   = "jabber:x:conference"
+	NSSID       = "urn:xmpp:sid:0"
+	NSPing      = "urn:xmpp:ping"
+	NSVCard     = "vcard-temp"
+	NSFasten    = "urn:xmpp:fasten:0"
+	NSModerate0 = "urn:xmpp:message-moderate:0"
+	NSRetract0  = "urn:xmpp:message-retract:0"
+	NSModerate1 = "urn:xmpp:message-moderate:1"
+	NSRetract1  = "urn:xmpp:message-retract:1"
+)
+
+// Store names.
+const (
+	RoomStore    = "muc_rooms"
+	ArchiveStore = "muc_archive"
+)
+
+// Room creation policies (muc_room_creation).
+const (
+	CreateAnyone = "anyone"
+	CreateLocal  = "local"
+	CreateAdmins = "admins"
+)
+
+// Options are the service's policy and bounds; docs/muc.md describes each.
+type Options struct {
+	// RoomCreation is CreateAnyone, CreateLocal or CreateAdmins.
+	RoomCreation string
+	// Admins are bare JIDs that own every room and may always create rooms.
+	Admins []string
+	// LocalDomains are the domains whose accounts count as local for CreateLocal.
+	LocalDomains []string
+	// MaxRooms bounds the rooms held at once; 0 means no bound.
+	MaxRooms int
+	// MaxOccupants bounds one room's occupants and caps its maxusers; 0 means no bound.
+	MaxOccupants int
+	// HistoryLength is how many messages a room keeps for the history sent on join.
+	HistoryLength int
+	// MaxNickLength bounds a nickname in bytes.
+	MaxNickLength int
+	// MaxAffiliations bounds the affiliations one room holds; 0 means no bound.
+	MaxAffiliations int
+	// MaxPending bounds the iq requests one room relays to occupants and waits on.
+	MaxPending int
+	// ArchivePageSize and ArchiveMaxPage are the default and largest XEP-0313 page.
+	ArchivePageSize, ArchiveMaxPage int
+	// Defaults is the configuration of a new room.
+	Defaults RoomConfig
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultOptions returns the options of a service without configuration.
+func DefaultOptions() Options {
+	return Options{
+		RoomCreation:    CreateLocal,
+		MaxRooms:        10000,
+		MaxOccupants:    200,
+		HistoryLength:   20,
+		MaxNickLength:   64,
+		MaxAffiliations: 1000,
+		MaxPending:      256,
+		ArchivePageSize: 50,
+		ArchiveMaxPage:  250,
+		Defaults: RoomConfig{
+			Public:   true,
+			MaxUsers: 100,
+			Whois:    WhoisModerators,
+			AllowPM:  PMAnyone,
+			Archive:  true,
+		},
+	}
+}
+
+// optionsFrom reads the options of a domain scope.
+func optionsFrom(c *config.Config, domain string) Options {
+	o := DefaultOptions()
+	if c == nil {
+		return o
+	}
+	for _, d := range c.Domains {
+		if d.Role == config.RoleServer && d.Service == "" {
+			o.LocalDomains = append(o.LocalDomains, d.Name)
+		}
+	}
+	dom := c.Domain(domain)
+	if dom == nil || dom.MUC == nil {
+		return o
+	}
+	m := dom.MUC
+	o.RoomCreation = strings.ToLower(m.RoomCreation)
+	o.Admins = m.Admins
+	o.MaxRooms, o.MaxOccupants, o.HistoryLength = m.MaxRooms, m.MaxOccupants, m.HistoryLength
+	o.MaxNickLength, o.MaxAffiliations = m.MaxNickLength, m.MaxAffiliations
+	o.Defaults = RoomConfig{
+		Persistent:    m.DefaultPersistent,
+		Public:        m.DefaultPublic,
+		MembersOnly:   m.DefaultMembersOnly,
+		Moderated:     m.DefaultModerated,
+		Whois:         strings.ToLower(m.DefaultWhois),
+		MaxUsers:      m.DefaultMaxUsers,
+		ChangeSubject: m.DefaultChangeSubject,
+		AllowInvites:  m.DefaultAllowInvites,
+		AllowPM:       strings.ToLower(m.DefaultAllowPM),
+		Archive:       m.DefaultArchive,
+	}
+	return o
+}
+
+func init() { module.Register("muc", func() module.Module { return new(Service) }) }
+
+// Service is the multi-user chat service of one domain.
+type Service struct {
+	// Opts is used as given when preset by New; otherwise Provision reads the configuration.
+	Opts   Options
+	preset bool
+
+	host    *module.Host
+	domain  string
+	store   storage.Map
+	archive storage.Archive
+	admins  map[string]bool
+
+	mu    sync.Mutex
+	rooms map[string]*Room // by localpart
+}
+
+// New returns a service with the given options, for tests and embedding.
+func New(o Options) *Service { return &Service{Opts: o, preset: true} }
+
+// Provision implements module.Module.
+func (s *Service) Provision(h *module.Host) error {
+	if !s.preset {
+		s.Opts = optionsFrom(h.Config, h.Domain)
+	}
+	if s.Opts.Now == nil {
+		s.Opts.Now = time.Now
+	}
+	if s.Opts.MaxPending <= 0 {
+		s.Opts.MaxPending = 256
+	}
+	if s.Opts.ArchivePageSize <= 0 {
+		s.Opts.ArchivePageSize = 50
+	}
+	if s.Opts.ArchiveMaxPage < s.Opts.ArchivePageSize {
+		s.Opts.ArchiveMaxPage = s.Opts.ArchivePageSize
+	}
+	s.Opts.Defaults.normalize(s.Opts.MaxOccupants)
+	s.host, s.domain = h, h.Domain
+	s.store = h.Storage.Map(RoomStore)
+	s.archive = h.Storage.Archive(ArchiveStore)
+	s.rooms = make(map[string]*Room)
+	s.admins = make(map[string]bool)
+	for _, a := range s.Opts.Admins {
+		j, err := jid.Parse(a)
+		if err != nil {
+			return errors.New("muc: invalid muc_admins entry " + a)
+		}
+		s.admins[j.Bare().String()] = true
+	}
+	h.SetService(s.serve)
+	h.AddIdentity(module.Identity{Category: "conference", Type: "text", Name: "Chatrooms"})
+	for _, f := range []string{NSDiscoInfo, NSDiscoItem, NSMUC, NSSelfPing} {
+		h.AddFeature(f)
+	}
+	h.HandleIQ(module.ToServer, stanza.Get, NSDiscoInfo, "query", s.serviceInfo)
+	h.HandleIQ(module.ToServer, stanza.Get, NSDiscoItem, "query", s.serviceItems)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return s.load(ctx)
+}
+
+// serviceInfo answers disco#info on the service domain (XEP-0045 §6.1).
+func (s *Service) serviceInfo(_ context.Context, iq *module.IQ) (*stanza.Element, error) {
+	if iq.Payload.Attr("node") != "" {
+		return nil, stanza.ErrItemNotFound
+	}
+	q := stanza.NewElement(NSDiscoInfo, "query")
+	for _, id := range s.host.Identities() {
+		q.AddChild(identity(id.Category, id.Type, id.Name))
+	}
+	for _, f := range s.host.Features() {
+		q.AddChild(feature(f))
+	}
+	return q, nil
+}
+
+// serviceItems lists the public rooms (XEP-0045 §6.3); locked and hidden rooms stay out.
+func (s *Service) serviceItems(_ context.Context, iq *module.IQ) (*stanza.Element, error) {
+	if iq.Payload.Attr("node") != "" {
+		return nil, stanza.ErrItemNotFound
+	}
+	s.mu.Lock()
+	rooms := make([]*Room, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		rooms = append(rooms, r)
+	}
+	s.mu.Unlock()
+	type entry struct{ jid, name string }
+	var list []entry
+	for _, r := range rooms {
+		r.mu.Lock()
+		if r.cfg.Public && !r.locked && !r.gone {
+			list = append(list, entry{r.jid.String(), r.cfg.Name})
+		}
+		r.mu.Unlock()
+	}
+	slices.SortFunc(list, func(a, b entry) int { return strings.Compare(a.jid, b.jid) })
+	q := stanza.NewElement(NSDiscoItem, "query")
+	for _, e := range list {
+		it := stanza.NewElement(NSDiscoItem, "item", stanza.Attr{Name: "jid", Value: e.jid})
+		if e.name != "" {
+			it.SetAttr("name", e.name)
+		}
+		q.AddChild(it)
+	}
+	return q, nil
+}
+
+func identity(cat, typ, name string) *stanza.Element {
+	el := stanza.NewElement(NSDiscoInfo, "identity", stanza.Attr{Name: "category", Value: cat}, stanza.Attr{Name: "type", Value: typ})
+	if name != "" {
+		el.SetAttr("name", name)
+	}
+	return el
+}
+
+func feature(v string) *stanza.Element {
+	return stanza.NewElement(NSDiscoInfo, "feature", stanza.Attr{Name: "var", Value: v})
+}
+
+// serve is the module.ServiceFunc: it takes every stanza for a room or an occupant.
+func (s *Service) serve(ctx context.Context, st *module.Stanza) error {
+	name := st.To.Localpart()
+	typ := st.El.Attr("type")
+	if st.El.Local == "presence" && st.To.Resourcepart() != "" && (typ == "" || typ == "unavailable") {
+		return s.presence(ctx, st)
+	}
+	r := s.room(name)
+	if r == nil {
+		if typ == "error" || typ == "result" || st.El.Local == "presence" {
+			return nil
+		}
+		return stanza.NewError("item-not-found", "no such room")
+	}
+	r.mu.Lock()
+	var err error
+	if r.gone {
+		err = stanza.NewError("item-not-found", "no such room")
+		if typ == "error" || typ == "result" || st.El.Local == "presence" {
+			err = nil
+		}
+	} else {
+		switch st.El.Local {
+		case "message":
+			err = r.message(ctx, st)
+		case "iq":
+			err = r.iq(ctx, st)
+		case "presence":
+			err = r.otherPresence(st)
+		}
+	}
+	gone := r.gone
+	r.mu.Unlock()
+	r.flush(ctx)
+	if gone {
+		s.forget(r)
+	}
+	return err
+}
+
+// room returns the live room called name, or nil.
+func (s *Service) room(name string) *Room {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rooms[name]
+}
+
+// presence handles available and unavailable presence to an occupant JID: joins, updates,
+// nick changes and exits. A join to a room that does not exist creates it.
+func (s *Service) presence(ctx context.Context, st *module.Stanza) error {
+	name := st.To.Localpart()
+	for {
+		created := false
+		s.mu.Lock()
+		r := s.rooms[name]
+		if r == nil {
+			if st.El.Attr("type") == "unavailable" {
+				s.mu.Unlock()
+				return nil
+			}
+			var err error
+			if r, err = s.create(st); err != nil {
+				s.mu.Unlock()
+				return err
+			}
+			created = true
+		}
+		s.mu.Unlock()
+		r.mu.Lock()
+		if r.gone {
+			// Destroyed between the lookup and the lock: look again, which may create it anew.
+			r.mu.Unlock()
+			s.forget(r)
+			continue
+		}
+		err := r.presence(ctx, st, created)
+		gone := r.gone
+		r.mu.Unlock()
+		r.flush(ctx)
+		if gone {
+			s.forget(r)
+		}
+		return err
+	}
+}
+
+// create makes a room for a join request; s.mu is held.
+func (s *Service) create(st *module.Stanza) (*Room, error) {
+	if s.Opts.MaxRooms > 0 && len(s.rooms) >= s.Opts.MaxRooms {
+		return nil, stanza.NewError("resource-constraint", "the service holds as many rooms as it may")
+	}
+	creator := st.From.Bare()
+	if !s.mayCreate(creator) {
+		return nil, stanza.NewError("not-allowed", "room creation is restricted")
+	}
+	r := newRoom(s, st.To.Bare(), s.Opts.Defaults)
+	r.aff[creator.String()] = Owner
+	// A client that speaks MUC gets a locked room it must configure or accept (XEP-0045
+	// §10.1); an older groupchat client gets an instant room.
+	r.locked = st.El.Child(NSMUC, "x") != nil
+	s.rooms[st.To.Localpart()] = r
+	return r, nil
+}
+
+func (s *Service) mayCreate(creator jid.JID) bool {
+	if s.admins[creator.String()] {
+		return true
+	}
+	switch s.Opts.RoomCreation {
+	case CreateAnyone:
+		return true
+	case CreateLocal:
+		return slices.ContainsFunc(s.Opts.LocalDomains, func(d string) bool { return strings.EqualFold(d, creator.Domainpart()) })
+	}
+	return false
+}
+
+// forget removes a destroyed room from the service.
+func (s *Service) forget(r *Room) {
+	s.mu.Lock()
+	if s.rooms[r.jid.Localpart()] == r {
+		delete(s.rooms, r.jid.Localpart())
+	}
+	s.mu.Unlock()
+}
+
+// isAdmin reports whether a bare JID is a service administrator.
+func (s *Service) isAdmin(bare string) bool { return s.admins[bare] }
+
+// send routes a stanza the service sends on a room's behalf.
+func (s *Service) send(ctx context.Context, el *stanza.Element) {
+	if err := s.host.Send(ctx, el); err != nil {
+		s.host.Log.Debug("muc: stanza not routable", "to", el.Attr("to"), "err", err)
+	}
+}
+
+// newID returns a random identifier for stanza ids and archive items.
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+var _ module.Module = (*Service)(nil)

@@ -1,0 +1,198 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// mucDomain is the multi-user chat service the MUC tests configure beside testDomain.
+const mucDomain = "conference." + testDomain
+
+// mucScope is the domain scope that makes mucDomain a MUC service.
+const mucScope = `domain "#xmpp#` + mucDomain + `" {
+  XMPP_Role = "server"
+  XMPP_Service = "muc"
+  MUC_Room_Creation = "local"
+  MUC_History_Length = 20
+}
+`
+
+// startMUCServer starts an IM server whose configuration also hosts mucDomain.
+func startMUCServer(t *testing.T, b *storeBackend, users map[string]string) *imServer {
+	t.Helper()
+	s := newIMServer(t, b, imOptions{Users: users})
+	s.startMUC()
+	return s
+}
+
+// startMUC starts s on its data with the MUC scope added to its configuration, retrying with
+// a new port when a parallel test took the one picked.
+func (s *imServer) startMUC() {
+	s.t.Helper()
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			s.writeConfig(freePort(s.t, "tcp4", "127.0.0.1:0"))
+		}
+		data, err := os.ReadFile(s.config)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if !bytes.Contains(data, []byte(mucDomain)) {
+			if err := os.WriteFile(s.config, append(data, mucScope...), 0o600); err != nil {
+				s.t.Fatal(err)
+			}
+		}
+		srv, retry, err := s.tryStart()
+		if err == nil {
+			s.Server, s.killed = srv, false
+			s.t.Cleanup(func() {
+				if srv == s.Server && !s.killed {
+					srv.stop(s.t)
+				}
+			})
+			return
+		}
+		lastErr = err
+		if !retry {
+			break
+		}
+	}
+	s.t.Fatalf("starting impetus: %v", lastErr)
+}
+
+// slixMUCResult is the JSON line muc.py prints.
+type slixMUCResult struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error"`
+
+	CreateCodes        []int    `json:"create_codes"`
+	OwnerAffiliation   string   `json:"owner_affiliation"`
+	FormFields         []string `json:"form_fields"`
+	BobCodes           []int    `json:"bob_codes"`
+	BobSees            []string `json:"bob_sees"`
+	GroupchatFrom      string   `json:"groupchat_from"`
+	StanzaIDs          bool     `json:"stanza_ids"`
+	StanzaIDBy         string   `json:"stanza_id_by"`
+	SubjectFrom        string   `json:"subject_from"`
+	PMFrom             string   `json:"pm_from"`
+	SelfPing           string   `json:"self_ping"`
+	RoomFeatures       []string `json:"room_features"`
+	RoomName           string   `json:"room_name"`
+	ServiceItems       []string `json:"service_items"`
+	KickCodes          []int    `json:"kick_codes"`
+	BanCodes           []int    `json:"ban_codes"`
+	Outcasts           []string `json:"outcasts"`
+	BannedRejoin       string   `json:"banned_rejoin"`
+	MediatedInviteFrom string   `json:"mediated_invite_from"`
+	DirectInviteRoom   string   `json:"direct_invite_room"`
+	CarolHistory       []string `json:"carol_history"`
+	ArchiveBodies      []string `json:"archive_bodies"`
+	ModeratedID        string   `json:"moderated_id"`
+
+	RejoinCodes   []int    `json:"rejoin_codes"`
+	RejoinSubject string   `json:"rejoin_subject"`
+	RejoinHistory []string `json:"rejoin_history"`
+}
+
+func runSlixMUC(t *testing.T, srv *Server, scenario string, args ...string) slixMUCResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*slixTimeout)
+	defer cancel()
+	script := filepath.Join(filepath.Dir(slixScript(t)), "muc.py")
+	full := append([]string{script, scenario, "--host", "127.0.0.1", "--port", strconv.Itoa(srv.Port4),
+		"--cert", srv.CertPath}, args...)
+	cmd := exec.CommandContext(ctx, python, full...)
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("slixmpp %s log:\n%s", scenario, stderr.String())
+		}
+	})
+	if ctx.Err() != nil {
+		t.Fatalf("slixmpp %s did not finish within %v", scenario, 2*slixTimeout)
+	}
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		t.Fatalf("running slixmpp %s: %v", scenario, err)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var res slixMUCResult
+	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
+		t.Fatalf("slixmpp %s printed no JSON result (exit %v): %v\nstdout:\n%s", scenario, err, jerr, stdout.String())
+	}
+	if !res.OK {
+		t.Fatalf("slixmpp %s failed: %s", scenario, res.Error)
+	}
+	return res
+}
+
+// TestSlixmppMUC runs slixmpp's XEP-0045 plugin against a MUC service on both storage
+// backends: three occupants, creation with the configuration form, messages, subject,
+// private messages, kick, ban, invitations, the room archive and moderation; then the server
+// restarts and the persistent room is back with its name, outcasts and history.
+func TestSlixmppMUC(t *testing.T) {
+	t.Parallel()
+	requireSlixmpp(t)
+	forEachBackend(t, func(t *testing.T, b *storeBackend) {
+		srv := startMUCServer(t, b, users("alice", "bob", "carol"))
+		room := "slix@" + mucDomain
+		res := runSlixMUC(t, srv.Server, "muc", "--jid", "alice@"+testDomain, "--peer-jid", "bob@"+testDomain,
+			"--third-jid", "carol@"+testDomain, "--room", room)
+
+		check := func(what string, ok bool, got any) {
+			t.Helper()
+			if !ok {
+				t.Errorf("%s: got %v", what, got)
+			}
+		}
+		check("creation codes (110, 201)", slices.Contains(res.CreateCodes, 110) && slices.Contains(res.CreateCodes, 201), res.CreateCodes)
+		check("creator's affiliation", res.OwnerAffiliation == "owner", res.OwnerAffiliation)
+		check("form fields", slices.Contains(res.FormFields, "muc#roomconfig_persistentroom") && slices.Contains(res.FormFields, "muc#roomconfig_whois"), res.FormFields)
+		check("join codes (110, 170)", slices.Contains(res.BobCodes, 110) && slices.Contains(res.BobCodes, 170), res.BobCodes)
+		check("occupants seen on join", slices.Contains(res.BobSees, "Alice"), res.BobSees)
+		check("groupchat from", res.GroupchatFrom == room+"/Alice", res.GroupchatFrom)
+		check("one stanza-id for all", res.StanzaIDs, res.StanzaIDs)
+		check("stanza-id by", res.StanzaIDBy == room, res.StanzaIDBy)
+		check("subject from", res.SubjectFrom == room+"/Alice", res.SubjectFrom)
+		check("private message from", res.PMFrom == room+"/Bob", res.PMFrom)
+		check("self-ping", res.SelfPing == "ok", res.SelfPing)
+		for _, f := range []string{"http://jabber.org/protocol/muc", "muc_persistent", "urn:xmpp:mam:2", "urn:xmpp:message-moderate:0", "http://jabber.org/protocol/muc#self-ping-optimization"} {
+			check("room feature "+f, slices.Contains(res.RoomFeatures, f), res.RoomFeatures)
+		}
+		check("room name", res.RoomName == "Slix Room", res.RoomName)
+		check("service items", slices.Contains(res.ServiceItems, room), res.ServiceItems)
+		check("kick codes (307)", slices.Contains(res.KickCodes, 307) && slices.Contains(res.KickCodes, 110), res.KickCodes)
+		check("ban codes (301)", slices.Contains(res.BanCodes, 301), res.BanCodes)
+		check("outcasts", slices.Equal(res.Outcasts, []string{"bob@" + testDomain}), res.Outcasts)
+		check("banned rejoin", res.BannedRejoin == "forbidden", res.BannedRejoin)
+		check("mediated invitation", res.MediatedInviteFrom == "alice@"+testDomain, res.MediatedInviteFrom)
+		check("direct invitation", res.DirectInviteRoom == room, res.DirectInviteRoom)
+		check("history on rejoin", slices.Contains(res.CarolHistory, "hello room"), res.CarolHistory)
+		check("archive", slices.Contains(res.ArchiveBodies, "hello room"), res.ArchiveBodies)
+		check("moderation notice", res.ModeratedID != "", res.ModeratedID)
+
+		// The persistent room survives a restart.
+		srv.Server.stop(t)
+		srv.startMUC()
+		res = runSlixMUC(t, srv.Server, "rejoin", "--jid", "alice@"+testDomain, "--room", room)
+		check("rejoin codes", slices.Contains(res.RejoinCodes, 110) && !slices.Contains(res.RejoinCodes, 201), res.RejoinCodes)
+		check("subject after restart", res.RejoinSubject == "Slix topic", res.RejoinSubject)
+		check("room name after restart", res.RoomName == "Slix Room", res.RoomName)
+		check("outcasts after restart", slices.Equal(res.Outcasts, []string{"bob@" + testDomain}), res.Outcasts)
+		check("moderated message gone from history", !slices.Contains(res.RejoinHistory, "hello room"), fmt.Sprint(res.RejoinHistory))
+	})
+}
