@@ -84,6 +84,7 @@ type slixMUCResult struct {
 	GroupchatFrom      string   `json:"groupchat_from"`
 	StanzaIDs          bool     `json:"stanza_ids"`
 	StanzaIDBy         string   `json:"stanza_id_by"`
+	OccupantIDs        []string `json:"occupant_ids"`
 	SubjectFrom        string   `json:"subject_from"`
 	PMFrom             string   `json:"pm_from"`
 	SelfPing           string   `json:"self_ping"`
@@ -167,6 +168,7 @@ func TestSlixmppMUC(t *testing.T) {
 		check("groupchat from", res.GroupchatFrom == room+"/Alice", res.GroupchatFrom)
 		check("one stanza-id for all", res.StanzaIDs, res.StanzaIDs)
 		check("stanza-id by", res.StanzaIDBy == room, res.StanzaIDBy)
+		check("one occupant id for the sender", len(res.OccupantIDs) == 1 && res.OccupantIDs[0] != "", res.OccupantIDs)
 		check("subject from", res.SubjectFrom == room+"/Alice", res.SubjectFrom)
 		check("private message from", res.PMFrom == room+"/Bob", res.PMFrom)
 		check("self-ping", res.SelfPing == "ok", res.SelfPing)

@@ -91,10 +91,11 @@ func TestSlixmppPEP(t *testing.T) {
 			if ids := strs(res, "account_identities"); !slices.Contains(ids, "pubsub/pep") {
 				t.Errorf("account identities lack pubsub/pep: %v", ids)
 			}
-			// A stranger discovers the open OMEMO nodes but not the avatar (presence access).
-			wantNodes := []string{"eu.siacs.conversations.axolotl.bundles:31415", "eu.siacs.conversations.axolotl.devicelist", "urn:xmpp:omemo:2:bundles", "urn:xmpp:omemo:2:devices"}
-			if got := strs(res, "stranger_disco_nodes"); !slices.Equal(got, wantNodes) {
-				t.Errorf("nodes a stranger discovers: %v, want %v", got, wantNodes)
+			// A contact discovers the nodes it may read (XEP-0163 §7).
+			wantNodes := []string{"eu.siacs.conversations.axolotl.bundles:31415", "eu.siacs.conversations.axolotl.devicelist",
+				"urn:xmpp:avatar:data", "urn:xmpp:avatar:metadata", "urn:xmpp:omemo:2:bundles", "urn:xmpp:omemo:2:devices"}
+			if got := strs(res, "contact_disco_nodes"); !slices.Equal(got, wantNodes) {
+				t.Errorf("nodes a contact discovers: %v, want %v", got, wantNodes)
 			}
 			ev, _ := res["avatar_event"].(map[string]any)
 			if ev["from"] != "ava@localhost" || ev["id"] == "" {

@@ -77,6 +77,9 @@ type Config struct {
 	// SM configures XEP-0198 stream management and XEP-0352 client state indication; the zero
 	// value offers neither. Resumption also needs Streams, which keeps hibernated sessions.
 	SM SMConfig
+	// SASL2 configures XEP-0388 SASL2, XEP-0386 Bind 2 and XEP-0484 FAST; the zero value
+	// offers none of them.
+	SASL2 SASL2Config
 }
 
 // Session is one client stream.
@@ -122,6 +125,8 @@ type Session struct {
 	// lost is set by the read goroutine when the connection failed rather than closed, which
 	// lets a resumable session hibernate.
 	lost bool
+	// auth2 is the SASL2 exchange that authenticated the stream (sasl2.go), or nil.
+	auth2 *sasl2Auth
 }
 
 // newStreamID returns an unpredictable stream id (RFC 6120 §4.7.3).

@@ -72,6 +72,19 @@ func (s *Session) negotiate(ctx context.Context, hdr *xmlstream.Header) error {
 				listener.Established(ctx)
 				return nil
 			}
+		case el.Space == NSSASL2 && el.Local == "authenticate" && s.cfg.SASL2.Enabled && len(mechs) > 0:
+			// XEP-0388: no stream restart; a bound or resumed session is ready at once.
+			ready, err := s.authenticate2(ctx, el, mechs)
+			if err == nil && !ready {
+				if err = s.finishSASL2(); err == nil {
+					err = s.bindLoop(ctx)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			listener.Established(ctx)
+			return nil
 		case stanza.IsStanza(el, stanza.NSClient):
 			return stanza.NewStreamError("not-authorized", "authenticate before sending stanzas")
 		default:
@@ -129,6 +142,9 @@ func (s *Session) preAuthFeatures(mechs []string) *stanza.Element {
 			m.AddChild(stanza.NewElement(stanza.NSSASL, "mechanism").AddText(name))
 		}
 		f.AddChild(m)
+		if s.cfg.SASL2.Enabled {
+			f.AddChild(s.sasl2Feature(mechs))
+		}
 		if s.tlsState != nil {
 			if types := sasl.ChannelBindingTypes(s.tlsState); len(types) > 0 {
 				cb := stanza.NewElement(stanza.NSSASLCB, "sasl-channel-binding")
@@ -440,19 +456,32 @@ func (s *Session) bindPhase(ctx context.Context) error {
 	if err := s.openStream(hdr); err != nil {
 		return err
 	}
+	if err := s.writeSync(s.bindFeatures(true)); err != nil {
+		return err
+	}
+	return s.bindLoop(ctx)
+}
+
+// bindFeatures lists the features of an authenticated stream: resource binding while unbound
+// (RFC 6120 §7), and what modules, XEP-0198, XEP-0352 and XEP-0478 add.
+func (s *Session) bindFeatures(unbound bool) *stanza.Element {
 	f := stanza.NewElement(stanza.NSStream, "features")
-	f.AddChild(stanza.NewElement(stanza.NSBind, "bind"))
-	f.AddChild(stanza.NewElement(stanza.NSSession, "session").AddChild(stanza.NewElement(stanza.NSSession, "optional")))
+	if unbound {
+		f.AddChild(stanza.NewElement(stanza.NSBind, "bind"))
+		f.AddChild(stanza.NewElement(stanza.NSSession, "session").AddChild(stanza.NewElement(stanza.NSSession, "optional")))
+	}
 	if h := s.cfg.Core.Host(s.domain); h != nil {
 		for _, el := range h.StreamFeatures() {
 			f.AddChild(el)
 		}
 	}
 	s.mobileFeatures(f)
-	f.AddChild(s.limitsFeature())
-	if err := s.writeSync(f); err != nil {
-		return err
-	}
+	return f.AddChild(s.limitsFeature())
+}
+
+// bindLoop reads the client's bind request (or XEP-0198 resumption) once the features that
+// offer it were sent.
+func (s *Session) bindLoop(ctx context.Context) error {
 	for {
 		el, err := s.dec.ReadElement()
 		if err != nil {

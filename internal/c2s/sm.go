@@ -127,7 +127,9 @@ func (o *outState) deliver(el *stanza.Element) {
 // send queues a stanza for acknowledgement and writes it to the attached connection. It
 // reports whether the unacknowledged queue passed its bound. o.mu is held.
 func (o *outState) send(el *stanza.Element) bool {
-	isStanza := stanza.IsStanza(el, stanza.NSClient) || stanza.IsStanza(el, "")
+	// Whatever namespace a stanza arrived in (a server stream's jabber:server), the client
+	// reads it as a stanza and counts it.
+	isStanza := stanza.IsStanza(el, el.Space) && el.Space != NSSM && el.Space != NSCSI
 	if o.sm && isStanza {
 		o.outH++
 		o.queue = append(o.queue, el)
@@ -280,28 +282,7 @@ func (s *Session) nonza(el *stanza.Element) (bool, error) {
 		o := me.output(s)
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		if o.sm {
-			o.conn.write(smFailed("unexpected-request", 0, false))
-			return true, nil
-		}
-		o.sm = true
-		enabled := stanza.NewElement(NSSM, "enabled")
-		if r := el.Attr("resume"); (r == "true" || r == "1") && s.cfg.SM.Resume && s.cfg.Streams != nil {
-			o.id = newStreamID()
-			o.timeout = s.cfg.SM.ResumeTimeout
-			if m, err := strconv.Atoi(el.Attr("max")); err == nil && m > 0 {
-				o.timeout = time.Duration(m) * time.Second
-			}
-			o.timeout = min(o.timeout, s.cfg.SM.MaxResumeTimeout)
-			s.cfg.Streams.addResumable(o.id, me)
-			enabled.SetAttr("id", o.id)
-			enabled.SetAttr("resume", "true")
-			enabled.SetAttr("max", strconv.Itoa(int(o.timeout/time.Second)))
-			if s.cfg.SM.Location != "" {
-				enabled.SetAttr("location", s.cfg.SM.Location)
-			}
-		}
-		o.conn.write(enabled)
+		o.conn.write(s.smEnable(me, o, el))
 		return true, nil
 	case "r":
 		o := me.out.Load()
@@ -337,6 +318,32 @@ func (s *Session) nonza(el *stanza.Element) (bool, error) {
 		return true, nil
 	}
 	return false, nil
+}
+
+// smEnable turns stream management on for session me (XEP-0198 §3) and returns the
+// <enabled/> or <failed/> answer. o.mu is held.
+func (s *Session) smEnable(me *Session, o *outState, el *stanza.Element) *stanza.Element {
+	if o.sm {
+		return smFailed("unexpected-request", 0, false)
+	}
+	o.sm = true
+	enabled := stanza.NewElement(NSSM, "enabled")
+	if r := el.Attr("resume"); (r == "true" || r == "1") && s.cfg.SM.Resume && s.cfg.Streams != nil {
+		o.id = newStreamID()
+		o.timeout = s.cfg.SM.ResumeTimeout
+		if m, err := strconv.Atoi(el.Attr("max")); err == nil && m > 0 {
+			o.timeout = time.Duration(m) * time.Second
+		}
+		o.timeout = min(o.timeout, s.cfg.SM.MaxResumeTimeout)
+		s.cfg.Streams.addResumable(o.id, me)
+		enabled.SetAttr("id", o.id)
+		enabled.SetAttr("resume", "true")
+		enabled.SetAttr("max", strconv.Itoa(int(o.timeout/time.Second)))
+		if s.cfg.SM.Location != "" {
+			enabled.SetAttr("location", s.cfg.SM.Location)
+		}
+	}
+	return enabled
 }
 
 func (o *outState) smOn() bool {
@@ -386,8 +393,19 @@ func smFailed(cond string, h uint32, withH bool) *stanza.Element {
 // resume attaches this authenticated connection to a hibernated session (XEP-0198 §5). It
 // reports whether it did; a refusal is answered with <failed/> and the client may bind instead.
 func (s *Session) resume(el *stanza.Element) (bool, error) {
-	fail := func(cond string) (bool, error) {
-		return false, s.writeSync(smFailed(cond, 0, false))
+	ok, failed, err := s.resumeWith(el, func(resumed *stanza.Element) []*stanza.Element { return []*stanza.Element{resumed} })
+	if failed != nil {
+		return false, s.writeSync(failed)
+	}
+	return ok, err
+}
+
+// resumeWith is resume with the answer left to the caller: on success, what wrap makes of the
+// <resumed/> element is written before the unacknowledged stanzas; on refusal the <failed/>
+// element is returned unwritten (SASL2 carries both inside its own elements).
+func (s *Session) resumeWith(el *stanza.Element, wrap func(resumed *stanza.Element) []*stanza.Element) (bool, *stanza.Element, error) {
+	fail := func(cond string) (bool, *stanza.Element, error) {
+		return false, smFailed(cond, 0, false), nil
 	}
 	if !s.cfg.SM.Enabled || s.cfg.Streams == nil {
 		return fail("feature-not-implemented")
@@ -413,7 +431,7 @@ func (s *Session) resume(el *stanza.Element) (bool, error) {
 		o.mu.Unlock()
 		s.w.Close(time.Second)
 		s.w = nil
-		return false, serr
+		return false, nil, serr
 	}
 	prev := o.conn
 	o.conn = s
@@ -427,9 +445,11 @@ func (s *Session) resume(el *stanza.Element) (bool, error) {
 	s.owner = old
 	s.jid = old.jid
 	s.log = s.log.With("jid", old.jid.String())
-	s.write(stanza.NewElement(NSSM, "resumed",
+	for _, w := range wrap(stanza.NewElement(NSSM, "resumed",
 		stanza.Attr{Name: "previd", Value: o.id},
-		stanza.Attr{Name: "h", Value: strconv.FormatUint(uint64(o.inH), 10)}))
+		stanza.Attr{Name: "h", Value: strconv.FormatUint(uint64(o.inH), 10)})) {
+		s.write(w)
+	}
 	// The unacknowledged stanzas again, in order; they keep their place in the count.
 	for _, q := range o.queue {
 		s.write(q)
@@ -437,14 +457,15 @@ func (s *Session) resume(el *stanza.Element) (bool, error) {
 	if len(o.queue) > 0 {
 		o.request()
 	}
+	unacked := len(o.queue)
 	o.mu.Unlock()
 	s.bound.Store(true)
 	if prev != nil {
 		// The client came back before the old connection was noticed dead.
 		prev.closeWith(stanza.NewStreamError("conflict", "the session was resumed on another connection"))
 	}
-	s.log.Info("session resumed", "unacked", len(o.queue))
-	return true, nil
+	s.log.Info("session resumed", "unacked", unacked)
+	return true, nil, nil
 }
 
 // detach keeps a resumable session bound after its connection was lost, for the resumption
@@ -457,11 +478,13 @@ func (s *Session) detach() bool {
 		return false
 	}
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	if o.conn != s {
-		return o.conn != nil || o.detached
+		other := o.conn != nil || o.detached
+		o.mu.Unlock()
+		return other
 	}
 	if !o.sm || o.id == "" || o.ended || o.replaced || !s.lost {
+		o.mu.Unlock()
 		return false
 	}
 	o.conn = nil
@@ -481,12 +504,9 @@ func (s *Session) detach() bool {
 			pending = append(pending, el)
 		}
 	}
-	if len(pending) > 0 {
-		go func() {
-			for _, el := range pending {
-				me.hibernatedMessage(el)
-			}
-		}()
+	o.mu.Unlock()
+	for _, el := range pending {
+		me.hibernatedMessage(el)
 	}
 	return true
 }

@@ -129,28 +129,35 @@ type Domain struct {
 	Service string `conf:"xmpp_service"`
 	// MUC holds the multi-user chat options when Service is "muc", else nil.
 	MUC *MUCService
+	// ComponentSecret, when set, makes the domain an external component's (XEP-0114): a
+	// component that knows the secret may connect to a Listen and serve the domain.
+	ComponentSecret string `conf:"xmpp_component_secret"`
 }
 
 // MUCService is the multi-user chat options of a domain with XMPP_Service "muc"
 // (docs/muc.md): who may create rooms, the service's bounds, and the settings new rooms get.
 type MUCService struct {
-	RoomCreation         string   `conf:"muc_room_creation"` // anyone, local or admins
-	Admins               []string `conf:"muc_admins"`
-	MaxRooms             int      `conf:"muc_max_rooms"`
-	MaxOccupants         int      `conf:"muc_max_occupants"`
-	HistoryLength        int      `conf:"muc_history_length"`
-	MaxNickLength        int      `conf:"muc_max_nick_length"`
-	MaxAffiliations      int      `conf:"muc_max_affiliations"`
-	DefaultMaxUsers      int      `conf:"muc_default_max_users"`
-	DefaultPersistent    bool     `conf:"muc_default_persistent"`
-	DefaultPublic        bool     `conf:"muc_default_public"`
-	DefaultMembersOnly   bool     `conf:"muc_default_members_only"`
-	DefaultModerated     bool     `conf:"muc_default_moderated"`
-	DefaultWhois         string   `conf:"muc_default_whois"` // moderators or anyone
-	DefaultChangeSubject bool     `conf:"muc_default_change_subject"`
-	DefaultAllowInvites  bool     `conf:"muc_default_allow_invites"`
-	DefaultAllowPM       string   `conf:"muc_default_allow_pm"` // anyone, participants, moderators or none
-	DefaultArchive       bool     `conf:"muc_default_archive"`
+	RoomCreation         string        `conf:"muc_room_creation"` // anyone, local or admins
+	Admins               []string      `conf:"muc_admins"`
+	MaxRooms             int           `conf:"muc_max_rooms"`
+	MaxOccupants         int           `conf:"muc_max_occupants"`
+	HistoryLength        int           `conf:"muc_history_length"`
+	MaxNickLength        int           `conf:"muc_max_nick_length"`
+	MaxAffiliations      int           `conf:"muc_max_affiliations"`
+	MaxRelayedIQ         int           `conf:"muc_max_relayed_iq"`
+	ArchivePageSize      int           `conf:"muc_archive_page_size"`
+	ArchiveMaxPage       int           `conf:"muc_archive_max_page"`
+	ArchiveExpiry        time.Duration `conf:"muc_archive_expiry"` // 0 keeps messages
+	DefaultMaxUsers      int           `conf:"muc_default_max_users"`
+	DefaultPersistent    bool          `conf:"muc_default_persistent"`
+	DefaultPublic        bool          `conf:"muc_default_public"`
+	DefaultMembersOnly   bool          `conf:"muc_default_members_only"`
+	DefaultModerated     bool          `conf:"muc_default_moderated"`
+	DefaultWhois         string        `conf:"muc_default_whois"` // moderators or anyone
+	DefaultChangeSubject bool          `conf:"muc_default_change_subject"`
+	DefaultAllowInvites  bool          `conf:"muc_default_allow_invites"`
+	DefaultAllowPM       string        `conf:"muc_default_allow_pm"` // anyone, participants, moderators or none
+	DefaultArchive       bool          `conf:"muc_default_archive"`
 }
 
 // Logger is an xmpp_logger scope.
@@ -388,6 +395,10 @@ func buildDomain(s *Scope, d *diag) *Domain {
 			}
 		}
 	}
+	if dom.ComponentSecret != "" && (dom.Role != RoleNone || dom.Service != "") {
+		o := s.Option("xmpp_component_secret")
+		d.errorf(o.Pos, "option %q: a component domain is served by the component, so it takes no XMPP_Role or XMPP_Service", o.Name)
+	}
 	dom.Service = strings.ToLower(dom.Service)
 	if dom.Service == "muc" {
 		dom.MUC = new(MUCService)
@@ -437,6 +448,17 @@ func checkDomains(c *Config, d *diag) {
 		}
 		seen[k] = dom
 	}
+}
+
+// ComponentDomains returns the external component domains (XEP-0114) with their secrets.
+func (c *Config) ComponentDomains() map[string]string {
+	out := map[string]string{}
+	for _, dom := range c.Domains {
+		if dom.ComponentSecret != "" {
+			out[strings.ToLower(dom.Name)] = dom.ComponentSecret
+		}
+	}
+	return out
 }
 
 // HostedDomains returns the names of the domains with XMPP_Role server, the

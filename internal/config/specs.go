@@ -158,6 +158,7 @@ func newGlobalSpec() *ScopeSpec {
 				{Name: "tls_key", Type: TypeString, Status: Accepted},
 				{Name: "tls_ciphers", Type: TypeString, Status: Accepted},
 				// A service domain (docs/muc.md) runs one service instead of hosting accounts.
+				{Name: "xmpp_component_secret", Type: TypeString, Doc: "makes the domain an external component's (XEP-0114): the shared secret of its handshake; the domain takes no XMPP_Role (Impetus)"},
 				{Name: "xmpp_service", Type: TypeString, Values: []string{"muc"}, Doc: "the service this XMPP_Role server domain runs instead of accounts: muc (Impetus)"},
 				{Name: "muc_room_creation", Type: TypeString, Default: "local", Values: []string{"anyone", "local", "admins"}, Doc: "who may create rooms: anyone, accounts of hosted domains, or muc_admins only (Impetus)"},
 				{Name: "muc_admins", Type: TypeArray, Doc: "bare JIDs that own every room of the service and may always create rooms (Impetus)"},
@@ -166,6 +167,10 @@ func newGlobalSpec() *ScopeSpec {
 				{Name: "muc_history_length", Type: TypeInt, Default: "20", Doc: "messages kept for the discussion history sent on join (Impetus)"},
 				{Name: "muc_max_nick_length", Type: TypeInt, Default: "64", Doc: "longest room nickname in bytes (Impetus)"},
 				{Name: "muc_max_affiliations", Type: TypeInt, Default: "1000", Doc: "affiliations (owners, admins, members, outcasts) one room may hold; 0 means no bound (Impetus)"},
+				{Name: "muc_max_relayed_iq", Type: TypeInt, Default: "256", Doc: "iq requests one room relays to occupants and awaits answers to; past it the oldest is forgotten (Impetus)"},
+				{Name: "muc_archive_page_size", Type: TypeInt, Default: "50", Doc: "room archive results per page when the client asks for no size (Impetus)"},
+				{Name: "muc_archive_max_page", Type: TypeInt, Default: "250", Doc: "most room archive results per page (Impetus)"},
+				{Name: "muc_archive_expiry", Type: TypeDuration, Default: "0", Doc: "seconds a room archive keeps a message; 0 keeps it until the room is destroyed (Impetus)"},
 				{Name: "muc_default_max_users", Type: TypeInt, Default: "100", Doc: "maxusers of a new room (Impetus)"},
 				{Name: "muc_default_persistent", Type: TypeBool, Default: "false", Doc: "new rooms outlive their last occupant (Impetus)"},
 				{Name: "muc_default_public", Type: TypeBool, Default: "true", Doc: "new rooms are listed in the service's disco items (Impetus)"},

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 
 	"mellium.im/xmpp/jid"
 
@@ -30,6 +31,43 @@ type Core struct {
 	Remote RemoteFunc
 
 	hosts map[string]*module.Host
+
+	// components maps the domains of connected external components (XEP-0114) to the
+	// function writing to their streams; they come and go while the server runs.
+	compMu     sync.RWMutex
+	components map[string]RemoteFunc
+}
+
+// ErrDomainTaken is returned by Attach for a hosted domain or one a component already serves.
+var ErrDomainTaken = errors.New("core: domain already served")
+
+// Attach routes every stanza for domain, and for JIDs under it, to fn until Detach: an external
+// component (XEP-0114) serves the domain while its stream is up.
+func (c *Core) Attach(domain string, fn RemoteFunc) error {
+	c.compMu.Lock()
+	defer c.compMu.Unlock()
+	if c.hosts[domain] != nil || c.components[domain] != nil {
+		return ErrDomainTaken
+	}
+	if c.components == nil {
+		c.components = make(map[string]RemoteFunc)
+	}
+	c.components[domain] = fn
+	return nil
+}
+
+// Detach ends Attach for domain.
+func (c *Core) Detach(domain string) {
+	c.compMu.Lock()
+	delete(c.components, domain)
+	c.compMu.Unlock()
+}
+
+// component returns the function of the component serving domain, or nil.
+func (c *Core) component(domain string) RemoteFunc {
+	c.compMu.RLock()
+	defer c.compMu.RUnlock()
+	return c.components[domain]
 }
 
 // New returns a core with no hosts.
@@ -178,6 +216,12 @@ func (c *Core) deliver(ctx context.Context, st *module.Stanza) {
 }
 
 func (c *Core) remote(ctx context.Context, el *stanza.Element, to jid.JID) {
+	if fn := c.component(to.Domainpart()); fn != nil {
+		if err := fn(ctx, el, to); err != nil {
+			c.routeError(ctx, el, err)
+		}
+		return
+	}
 	if c.Remote == nil {
 		c.bounce(ctx, el, stanza.ErrRemoteServerNotFound)
 		return

@@ -112,12 +112,11 @@ func TestBOSHSession(t *testing.T) {
 
 	b := newBOSHClient(t, w)
 	b.login("bob", "bosh")
-	b.send("", `<presence xmlns="jabber:client"/>`)
-
-	// Bob holds a request open; Alice's message completes it.
+	// Bob's available presence goes in the request that then waits for his messages; Alice's
+	// message is sent in a request of its own, held in turn because she has nothing to read.
 	var wg sync.WaitGroup
 	var got *stanza.Element
-	held := b.next("", "")
+	held := b.next("", `<presence xmlns="jabber:client"/>`)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -129,7 +128,13 @@ func TestBOSHSession(t *testing.T) {
 			held = b.next("", "")
 		}
 	}()
-	a.send("", `<message xmlns="jabber:client" to="bob@localhost/bosh" type="chat" id="m1"><body>hello over bosh</body></message>`)
+	msg := a.next("", `<message xmlns="jabber:client" to="bob@localhost/bosh" type="chat" id="m1"><body>hello over bosh</body></message>`)
+	var aliceHeld sync.WaitGroup
+	aliceHeld.Add(1)
+	go func() {
+		defer aliceHeld.Done()
+		a.post(msg)
+	}()
 	wg.Wait()
 	m := got.Child(stanza.NSClient, "message")
 	if m.Attr("from") != "alice@localhost/bosh" || !strings.Contains(m.String(), "hello over bosh") {
@@ -140,11 +145,13 @@ func TestBOSHSession(t *testing.T) {
 		t.Fatalf("retransmission answered %s, first answer %s", again, got)
 	}
 
-	// Terminate (XEP-0206 §6): the answer says so and the session is gone.
+	// Terminate (XEP-0206 §6): the answer says so, the held request returns, and the session
+	// is gone.
 	resp = a.send(`type="terminate"`, `<presence xmlns="jabber:client" type="unavailable"/>`)
 	if resp.Attr("type") != "terminate" {
 		t.Fatalf("terminate answered %s", resp)
 	}
+	aliceHeld.Wait()
 	resp = a.send("", "")
 	if resp.Attr("type") != "terminate" || resp.Attr("condition") != "item-not-found" {
 		t.Fatalf("request after terminate answered %s", resp)
@@ -216,14 +223,18 @@ func TestBOSHPauseAndKeys(t *testing.T) {
 	}
 	c := newBOSHClient(t, w)
 	c.create(`newkey="` + keys[0] + `"`)
-	resp := c.send(`key="`+keys[1]+`"`, `<iq xmlns="jabber:client" type="get" id="x"/>`)
-	_ = resp
-	// A pause answers at once.
+	// The first request waits for data; the pause that follows answers it and itself at once.
+	first := c.next(`key="`+keys[1]+`"`, "")
+	done := make(chan *stanza.Element, 1)
+	go func() { done <- c.post(first) }()
 	if resp := c.send(`key="`+keys[2]+`" pause="5"`, ""); resp.Attr("type") == "terminate" {
 		t.Fatalf("pause: %s", resp)
 	}
+	if resp := <-done; resp.Attr("type") == "terminate" {
+		t.Fatalf("request before the pause: %s", resp)
+	}
 	// A wrong key ends the session.
-	resp = c.send(`key="wrong"`, "")
+	resp := c.send(`key="wrong"`, "")
 	if resp.Attr("type") != "terminate" || resp.Attr("condition") != "item-not-found" {
 		t.Fatalf("wrong key answered %s", resp)
 	}

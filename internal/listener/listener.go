@@ -412,12 +412,12 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	hdr, err := dec.ReadHeader()
 	if err != nil {
 		log.Debug("no stream header", "err", err)
-		refuse(c, errorCondition(err))
+		refuse(c, "", errorCondition(err))
 		return
 	}
 	h := l.spec.Streams[hdr.DefaultNS]
 	if h == nil {
-		refuse(c, stanza.NewStreamError("invalid-namespace", "unsupported stream content namespace "+hdr.DefaultNS))
+		refuse(c, hdr.DefaultNS, stanza.NewStreamError("invalid-namespace", "unsupported stream content namespace "+hdr.DefaultNS))
 		return
 	}
 	h(ctx, &Conn{Conn: c, Dec: dec, Header: hdr, Peer: peer, TLS: state})
@@ -435,13 +435,19 @@ func errorCondition(err error) *stanza.StreamError {
 	return nil
 }
 
-// refuse answers a connection whose header could not be used: a stream header, the error, the close.
-func refuse(c net.Conn, serr *stanza.StreamError) {
+// refuse answers a connection whose header could not be used: a stream header, the error, the
+// close. The answering header has the content namespace of the refused stream when that is
+// jabber:server, so a peer server parses the error as it would on its own kind of stream;
+// anything else is answered as a client stream.
+func refuse(c net.Conn, ns string, serr *stanza.StreamError) {
 	if serr == nil {
 		return
 	}
-	buf := []byte("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
-	buf = serr.Element().AppendXML(buf, stanza.NSClient)
+	if ns != stanza.NSServer {
+		ns = stanza.NSClient
+	}
+	buf := []byte("<?xml version='1.0'?><stream:stream xmlns='" + ns + "' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
+	buf = serr.Element().AppendXML(buf, ns)
 	buf = append(buf, "</stream:stream>"...)
 	_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	_, _ = c.Write(buf)

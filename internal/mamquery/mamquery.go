@@ -102,8 +102,8 @@ type Request struct {
 	Last          bool
 	// FlipPage asks for the page's items newest first.
 	FlipPage bool
-	// Fields holds the values of form fields this package does not interpret, for archives that
-	// define their own (a MUC service may); an unknown field is otherwise ignored.
+	// Fields holds the values of the archive's own form fields, those passed to Parse as
+	// extraFields; any other field is refused (XEP-0313 §4.1.4).
 	Fields map[string][]string
 }
 
@@ -111,9 +111,12 @@ func badRequest(format string, args ...any) *stanza.Error {
 	return stanza.NewError("bad-request", fmt.Sprintf(format, args...))
 }
 
-// Parse reads a <query xmlns='urn:xmpp:mam:2'/> element of an iq set. Errors are *stanza.Error
-// values (bad-request, feature-not-implemented) ready to become the iq's error reply.
-func Parse(q *stanza.Element, lim Limits) (*Request, error) {
+// Parse reads a <query xmlns='urn:xmpp:mam:2'/> element of an iq set. extraFields names the
+// form fields the archive defines beyond XEP-0313's (and advertises in Form); their values land
+// in Request.Fields, and any other unknown field is feature-not-implemented, as XEP-0313
+// §4.1.4 requires. Errors are *stanza.Error values (bad-request, feature-not-implemented,
+// policy-violation) ready to become the iq's error reply.
+func Parse(q *stanza.Element, lim Limits, extraFields ...string) (*Request, error) {
 	lim = lim.normalized()
 	if q == nil || q.Space != NS || q.Local != "query" {
 		return nil, badRequest("not a %s query", NS)
@@ -123,7 +126,7 @@ func Parse(q *stanza.Element, lim Limits) (*Request, error) {
 		return nil, badRequest("queryid too long")
 	}
 	if x := q.Child(NSData, "x"); x != nil {
-		if err := req.parseForm(x); err != nil {
+		if err := req.parseForm(x, extraFields); err != nil {
 			return nil, err
 		}
 	}
@@ -147,7 +150,7 @@ func Parse(q *stanza.Element, lim Limits) (*Request, error) {
 	return req, nil
 }
 
-func (req *Request) parseForm(x *stanza.Element) error {
+func (req *Request) parseForm(x *stanza.Element, extra []string) error {
 	if t := x.Attr("type"); t != "submit" && t != "" {
 		return badRequest("the query form must be of type submit")
 	}
@@ -195,6 +198,9 @@ func (req *Request) parseForm(x *stanza.Element) error {
 				}
 			}
 		default:
+			if !slices.Contains(extra, name) {
+				return stanza.NewError("feature-not-implemented", fmt.Sprintf("unsupported query field %q", name))
+			}
 			if req.Fields == nil {
 				req.Fields = map[string][]string{}
 			}

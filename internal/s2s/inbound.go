@@ -7,11 +7,13 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
 
+	"impetus/internal/metrics"
 	"impetus/internal/stanza"
 	"impetus/internal/transport"
 	"impetus/internal/xmlstream"
@@ -28,15 +30,19 @@ type inStream struct {
 	tlsConf *tls.Config
 	log     *slog.Logger
 	baseLog *slog.Logger
-	local   string // the hosted domain the header named
-	remote  string // the domain the header's 'from' claimed, if any
-	ns      bool   // the peer declared the dialback namespace
-	sasl    string // the domain authenticated with SASL EXTERNAL
+	// remoteAddr is the peer's address as observers expect it.
+	remoteAddr string
+	local      string // the hosted domain the header named
+	remote     string // the domain the header's 'from' claimed, if any
+	ns         bool   // the peer declared the dialback namespace
+	sasl       string // the domain authenticated with SASL EXTERNAL
 
 	mu       sync.Mutex
 	w        *transport.Writer
 	verified map[pair]bool
 	pending  map[pair]bool
+	up       bool // counted by metrics.S2SLinkUp, so the end is counted once
+	ended    bool // closeWith ran: a verification finishing later counts no link
 
 	hdrPending bool // our stream header must precede the next bytes written
 	closeOnce  sync.Once
@@ -46,12 +52,13 @@ type inStream struct {
 // STARTTLS with the listener's certificate; nil disables it. It returns when the stream ends.
 func (m *Manager) Serve(ctx context.Context, nc net.Conn, dec *xmlstream.Decoder, hdr *xmlstream.Header, tlsConf *tls.Config) {
 	s := &inStream{
-		m:        m,
-		c:        &conn{nc: nc, dec: dec},
-		tlsConf:  tlsConf,
-		baseLog:  m.cfg.Log.With("remote_addr", nc.RemoteAddr().String(), "dir", "in"),
-		verified: make(map[pair]bool),
-		pending:  make(map[pair]bool),
+		m:          m,
+		c:          &conn{nc: nc, dec: dec},
+		tlsConf:    tlsConf,
+		baseLog:    m.cfg.Log.With("remote_addr", nc.RemoteAddr().String(), "dir", "in"),
+		remoteAddr: nc.RemoteAddr().String(),
+		verified:   make(map[pair]bool),
+		pending:    make(map[pair]bool),
 	}
 	s.log = s.baseLog
 	if tc, ok := nc.(*tls.Conn); ok {
@@ -180,9 +187,11 @@ func (s *inStream) open(hdr *xmlstream.Header) error {
 }
 
 // features lists STARTTLS before TLS; after it, SASL EXTERNAL when the peer's certificate
-// validates for the domain it claims; and dialback with error support (XEP-0220 §2.4).
+// validates for the domain it claims; and dialback with error support (XEP-0220 §2.4). Every
+// features element carries the stream's limits (XEP-0478).
 func (s *inStream) features() *stanza.Element {
 	f := stanza.NewElement(stanza.NSStream, "features")
+	f.AddChild(s.limitsFeature())
 	if s.sasl != "" {
 		return f
 	}
@@ -201,6 +210,21 @@ func (s *inStream) features() *stanza.Element {
 		f.AddChild(stanza.NewElement(NSDialbackFeature, "dialback").AddChild(stanza.NewElement(NSDialbackFeature, "errors")))
 	}
 	return f
+}
+
+// limitsFeature advertises the largest stanza this stream accepts and how long it may stay
+// idle (XEP-0478).
+func (s *inStream) limitsFeature() *stanza.Element {
+	l := stanza.NewElement(stanza.NSStreamLimits, "limits")
+	n := s.m.cfg.Limits.MaxStanzaSize
+	if n <= 0 {
+		n = xmlstream.DefaultMaxStanzaSize
+	}
+	l.AddChild(stanza.NewElement(stanza.NSStreamLimits, "max-bytes").AddText(strconv.Itoa(n)))
+	if d := s.m.cfg.IdleTime; d >= time.Second {
+		l.AddChild(stanza.NewElement(stanza.NSStreamLimits, "idle-seconds").AddText(strconv.Itoa(int(d / time.Second))))
+	}
+	return l
 }
 
 // write queues elements for the peer, preceded by our stream header when it is not sent yet.
@@ -283,6 +307,7 @@ func (s *inStream) external(auth *stanza.Element) error {
 	s.mu.Lock()
 	s.remote = d
 	s.verified[pair{local: s.local, remote: d}] = true
+	s.linkUpLocked()
 	s.mu.Unlock()
 	s.log.Info("peer authenticated with SASL EXTERNAL", "domain", d)
 	s.c.dec.Restart()
@@ -363,13 +388,14 @@ func (s *inStream) dialbackResult(el *stanza.Element) error {
 		delete(s.pending, p)
 		if valid {
 			s.verified[p] = true
+			s.linkUpLocked()
 		}
 		s.mu.Unlock()
 		switch {
 		case serr != nil:
 			reply("error", dbError(serr.Condition, serr.Text))
 		case valid:
-			s.log.Info("peer verified with dialback", "pair_local", to, "pair_remote", from)
+			s.log.Info("peer verified with dialback", "pair_local", to, "pair_remote", from, "tls", s.c.tlsState != nil)
 			reply("valid", nil)
 		default:
 			s.log.Info("dialback key refused", "pair_local", to, "pair_remote", from)
@@ -406,6 +432,7 @@ func (s *inStream) stanza(ctx context.Context, el *stanza.Element) error {
 	if !ok {
 		return stanza.NewStreamError("invalid-from", from.Domainpart()+" is not verified for "+to.Domainpart()+" on this stream")
 	}
+	s.m.cfg.Observer.StanzaReceived(s.remoteAddr, el)
 	in := convertNS(el, stanza.NSServer, stanza.NSClient)
 	if err := s.m.cfg.Route(ctx, in); err != nil {
 		var serr *stanza.Error
@@ -413,10 +440,21 @@ func (s *inStream) stanza(ctx context.Context, el *stanza.Element) error {
 			serr = stanza.ErrInternalServerError
 		}
 		if t := el.Attr("type"); t != stanza.ErrorType && t != stanza.Result {
-			s.write(stanza.ErrorReply(el, serr))
+			reply := stanza.ErrorReply(el, serr)
+			s.m.cfg.Observer.StanzaDelivered(s.remoteAddr, reply)
+			s.write(reply)
 		}
 	}
 	return nil
+}
+
+// linkUpLocked counts the stream as an authenticated link the first time a pair is verified
+// on it. The caller holds s.mu.
+func (s *inStream) linkUpLocked() {
+	if !s.up && !s.ended {
+		s.up = true
+		metrics.Default.S2SLinkUp(metrics.Inbound)
+	}
 }
 
 func (s *inStream) anyVerified() bool {
@@ -458,7 +496,12 @@ func (s *inStream) closeWith(serr *stanza.StreamError) {
 		s.mu.Lock()
 		w, hdrNeeded, nc := s.w, s.hdrPending, s.c.nc
 		s.hdrPending = false
+		wasUp := s.up
+		s.up, s.ended = false, true
 		s.mu.Unlock()
+		if wasUp {
+			metrics.Default.S2SLinkDown(metrics.Inbound)
+		}
 		if serr != nil {
 			s.log.Info("closing server stream with error", "condition", serr.Condition, "text", serr.Text)
 		}

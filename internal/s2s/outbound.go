@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"impetus/internal/metrics"
 	"impetus/internal/stanza"
 	"impetus/internal/transport"
 	"impetus/internal/xmlstream"
@@ -41,6 +42,8 @@ type outStream struct {
 	c     *conn
 	w     *transport.Writer
 	idle  *time.Timer
+	// remoteAddr is the peer's address as observers expect it, set with w.
+	remoteAddr string
 
 	closeOnce sync.Once
 }
@@ -64,6 +67,7 @@ func (s *outStream) enqueue(el *stanza.Element) error {
 		s.queue = append(s.queue, el.Copy())
 	case stateUp:
 		s.lastUse.Store(time.Now().UnixNano())
+		s.m.cfg.Observer.StanzaDelivered(s.remoteAddr, el)
 		err := s.w.Append(func(dst []byte) []byte {
 			return convertNS(el, stanza.NSClient, stanza.NSServer).AppendXML(dst, stanza.NSServer)
 		})
@@ -115,8 +119,11 @@ func (s *outStream) run() {
 		return
 	}
 	s.c = c
+	s.remoteAddr = c.nc.RemoteAddr().String()
 	s.w = transport.NewWriter(c.nc, s.m.cfg.MaxWriteQueue, 0, func(error) { c.nc.Close() })
+	metrics.Default.S2SLinkUp(metrics.Outbound)
 	for _, el := range s.queue {
+		s.m.cfg.Observer.StanzaDelivered(s.remoteAddr, el)
 		_ = s.w.Append(func(dst []byte) []byte {
 			return convertNS(el, stanza.NSClient, stanza.NSServer).AppendXML(dst, stanza.NSServer)
 		})
@@ -130,7 +137,7 @@ func (s *outStream) run() {
 	s.m.mu.Lock()
 	delete(s.m.backoff, s.pair)
 	s.m.mu.Unlock()
-	log.Info("outbound stream established")
+	log.Info("outbound stream established", "tls", c.tlsState != nil)
 	s.readLoop(c, log)
 	s.close(nil, true)
 	s.m.streamDone(s, false)
@@ -215,6 +222,8 @@ func (s *outStream) close(serr *stanza.StreamError, peerGone bool) {
 		return
 	}
 	s.closeOnce.Do(func() {
+		// The writer exists only once the stream was counted up, and this runs once.
+		metrics.Default.S2SLinkDown(metrics.Outbound)
 		var b []byte
 		// Queued stanzas get time to leave when we end the stream; when the peer ended it,
 		// only the end tag is left to send.
@@ -488,7 +497,9 @@ func (m *Manager) connect(ctx context.Context, remote string) (net.Conn, error) 
 	if m.cfg.Connect != nil {
 		return m.cfg.Connect(ctx, remote)
 	}
-	var d net.Dialer
+	// The dialer resolves target host names with the configured resolver too: a domain is
+	// reachable, and so can be asserted in dialback, only if our resolver finds it.
+	d := net.Dialer{Resolver: m.cfg.Resolver}
 	if gw := m.cfg.Gateway(remote); gw != "" {
 		return d.DialContext(ctx, "tcp", gw)
 	}

@@ -12,6 +12,13 @@ import (
 // srvZone answers SRV queries from a fixed table and NXDOMAIN for everything else.
 func srvZone(t *testing.T, zone map[string][]dnsmessage.SRVResource) *net.Resolver {
 	t.Helper()
+	return dnsZone(t, zone, nil)
+}
+
+// dnsZone answers SRV and A queries from fixed tables (names lower case with the final dot),
+// and NXDOMAIN for everything else.
+func dnsZone(t *testing.T, zone map[string][]dnsmessage.SRVResource, hosts map[string][4]byte) *net.Resolver {
+	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -34,15 +41,23 @@ func srvZone(t *testing.T, zone map[string][]dnsmessage.SRVResource) *net.Resolv
 				continue
 			}
 			recs, ok := zone[strings.ToLower(q.Name.String())]
+			addr, isHost := hosts[strings.ToLower(q.Name.String())]
 			rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true}
-			if !ok || q.Type != dnsmessage.TypeSRV {
+			switch {
+			case ok && q.Type == dnsmessage.TypeSRV, isHost && q.Type == dnsmessage.TypeA:
+			case isHost:
+				// The name exists without records of this type (AAAA).
+			default:
 				rh.RCode = dnsmessage.RCodeNameError
 			}
 			b := dnsmessage.NewBuilder(nil, rh)
 			_ = b.StartQuestions()
 			_ = b.Question(q)
 			_ = b.StartAnswers()
-			if rh.RCode == dnsmessage.RCodeSuccess {
+			if isHost && q.Type == dnsmessage.TypeA {
+				_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: addr})
+			}
+			if rh.RCode == dnsmessage.RCodeSuccess && q.Type == dnsmessage.TypeSRV {
 				for _, r := range recs {
 					_ = b.SRVResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, r)
 				}

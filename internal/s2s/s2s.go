@@ -20,6 +20,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"impetus/internal/observe"
 	"impetus/internal/stanza"
 	"impetus/internal/xmlstream"
 )
@@ -62,8 +63,12 @@ type Config struct {
 	// Connect, when set, replaces resolving and dialing a remote domain (tests use it). The
 	// connection it returns is plain TCP unless it is a *tls.Conn.
 	Connect func(ctx context.Context, domain string) (net.Conn, error)
-	// Resolver is used for SRV and address lookups; nil means net.DefaultResolver.
+	// Resolver is used for SRV and address lookups, for delivery and for dialback checks
+	// alike; nil means net.DefaultResolver.
 	Resolver *net.Resolver
+	// Observer is told about every stanza an authenticated stream reads and every stanza
+	// queued for writing to a peer; nil observes nothing.
+	Observer observe.Observer
 	Log      *slog.Logger
 }
 
@@ -118,6 +123,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.Gateway == nil {
 		cfg.Gateway = func(string) string { return "" }
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = observe.Multi(nil)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{

@@ -39,28 +39,33 @@ func (s *Server) startFederation(lc *config.Listener, hosted map[string]bool, do
 			cert = &tc.Certificates[0]
 		}
 	}
-	listedOnly := strings.EqualFold(x.S2SRemoteDomains, "listed")
+	// The hosted domains are fixed at start; the secrets, the remote domain scopes and the
+	// remote domain policy are read from the configuration in force, so a reload changes them
+	// for the next stream or dialback check.
 	s.s2s = s2s.New(s2s.Config{
 		Hosted: func(d string) bool { return hosted[d] },
 		Secret: func(d string) []byte {
-			if dom := s.cfg.Domain(d); dom != nil && dom.Role == config.RoleServer && dom.DialbackSecret != "" {
+			if dom := s.liveConfig().Domain(d); dom != nil && dom.Role == config.RoleServer && dom.DialbackSecret != "" {
 				return []byte(dom.DialbackSecret)
 			}
 			return nil
 		},
 		RemoteAllowed: func(d string) bool {
-			dom := s.cfg.Domain(d)
-			if dom != nil && dom.Role == config.RoleServer {
+			live := s.liveConfig()
+			dom := live.Domain(d)
+			if hosted[d] || (dom != nil && dom.Role == config.RoleServer) {
 				return false // hosted here, never a peer
 			}
+			listedOnly := live.XMPP != nil && strings.EqualFold(live.XMPP.S2SRemoteDomains, "listed")
 			return !listedOnly || (dom != nil && dom.Role == config.RoleClient)
 		},
 		Gateway: func(d string) string {
-			if dom := s.cfg.Domain(d); dom != nil && dom.Role == config.RoleClient {
+			if dom := s.liveConfig().Domain(d); dom != nil && dom.Role == config.RoleClient {
 				return dom.Gateway
 			}
 			return ""
 		},
+		Observer:                 &s.ops.observer,
 		Route:                    s.core.Route,
 		Certificate:              cert,
 		Roots:                    roots,

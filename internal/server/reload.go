@@ -36,7 +36,7 @@ import (
 //
 // What needs a restart (a reload logs a warning and keeps the running value):
 //   - the hosted domains (domain scopes with XMPP_Role = "server") and the xmpp scope's
-//     storage, max_roster_items and max_offline_messages, which modules hold;
+//     storage, max_roster_items, max_offline_messages and mam_* options, which modules hold;
 //   - control_socket and metrics_listen;
 //   - socket options of a Listen already bound (file_mode, listen_backlog, buffer sizes):
 //     they apply when the socket is bound, so remove and re-add the scope, or restart;
@@ -244,6 +244,10 @@ func restartOnly(old, cfg *config.Config) []string {
 	}
 	if ox.MaxRosterItems != nx.MaxRosterItems || ox.MaxOfflineMessages != nx.MaxOfflineMessages {
 		out = append(out, "max_roster_items or max_offline_messages")
+	}
+	if ox.MAMDefault != nx.MAMDefault || ox.MAMRetention != nx.MAMRetention || ox.MAMPurgeInterval != nx.MAMPurgeInterval ||
+		ox.MAMDefaultPage != nx.MAMDefaultPage || ox.MAMMaxPage != nx.MAMMaxPage || ox.MAMMaxScan != nx.MAMMaxScan {
+		out = append(out, "the mam_* options")
 	}
 	if ox.ControlSocket != nx.ControlSocket {
 		out = append(out, "control_socket")

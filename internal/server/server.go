@@ -17,6 +17,7 @@ import (
 
 	"impetus/internal/auth"
 	"impetus/internal/c2s"
+	"impetus/internal/component"
 	"impetus/internal/config"
 	"impetus/internal/core"
 	"impetus/internal/httpd"
@@ -57,6 +58,8 @@ type Server struct {
 	streams c2s.Streams
 	// s2s carries stanzas to and from other servers.
 	s2s *s2s.Manager
+	// components serves XEP-0114 external component streams.
+	components *component.Manager
 	// tlsConfigs shares one TLS configuration among the Listen and Peer scopes whose TLS
 	// options resolve alike; nil until first used, and set to nil to read certificates again.
 	tlsConfigs *tlsconf.Cache
@@ -176,6 +179,11 @@ func (s *Server) start(ctx context.Context) error {
 		s.hosts = append(s.hosts, h)
 	}
 	listServices(s.hosts)
+	s.components = component.New(component.Config{
+		Core:    s.core,
+		Secrets: func() map[string]string { return s.liveConfig().ComponentDomains() },
+		Log:     s.log.With("component", true),
+	})
 	hosted := make(map[string]bool, len(domains))
 	for _, d := range domains {
 		hosted[d] = true
@@ -229,6 +237,9 @@ func (s *Server) serveListens(ctx context.Context, lc *config.Listener, domains 
 		if cc.SM, err = c2s.SMConfigFrom(s.cfg); err != nil {
 			return err
 		}
+		if cc.SASL2, err = c2s.SASL2ConfigFrom(s.cfg); err != nil {
+			return err
+		}
 		listen := ls
 		spec := listener.Spec{
 			Network:  ls.Network,
@@ -249,6 +260,9 @@ func (s *Server) serveListens(ctx context.Context, lc *config.Listener, domains 
 				}),
 				serverStreamNS: s.counted(func(ctx context.Context, c *listener.Conn) {
 					s.s2s.Serve(ctx, c.Conn, c.Dec, c.Header, tlsConf)
+				}),
+				component.NS: s.counted(func(ctx context.Context, c *listener.Conn) {
+					s.components.Serve(ctx, c.Conn, c.Dec, c.Header)
 				}),
 			},
 			HeaderTimeout: headerTimeout(opts),
@@ -344,6 +358,9 @@ func (s *Server) stop() {
 		l.Close()
 	}
 	s.streams.CloseAll(stanza.NewStreamError("system-shutdown", ""))
+	if s.components != nil {
+		s.components.Close()
+	}
 	s.stopWeb()
 	s.stopFederation()
 	for _, l := range s.listeners {

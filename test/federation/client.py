@@ -5,6 +5,14 @@ another server, for the federation tests.
   responder  log in, send presence, print READY, wait for --body from --peer, answer --reply
   initiator  log in, send presence, send --body to --peer, wait for --reply from --peer
 
+With --subscribe both sides first build a mutual presence subscription (RFC 6121 §3): each
+answers the other's subscribe with subscribed and, the first time, subscribes back. The
+initiator sends the first subscribe; it sends --body once the responder's available presence
+arrived, and logs out once the reply arrived. The responder answers --body only after it has
+seen the initiator's available presence, and finishes once the initiator's unavailable
+presence arrived, so one run checks subscription, presence and messages in both directions
+and unavailable presence from the initiator's server to the responder's.
+
 The last line of standard output is one JSON object with the outcome; slixmpp's log goes to
 standard error so that a failing Go test can show it.
 """
@@ -32,6 +40,16 @@ class Client(slixmpp.ClientXMPP):
         self.default_port = args.port
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
+        self.seen = set()  # the presence events seen from the peer
+        self.asked = False  # whether we sent our subscribe already
+        if args.subscribe:
+            # Subscription requests are answered below, by the test's rules.
+            self.auto_authorize = None
+            self.auto_subscribe = False
+            self.add_event_handler("presence_subscribe", self.on_subscribe)
+            self.add_event_handler("presence_subscribed", lambda p: self.on_presence("subscribed", p))
+            self.add_event_handler("presence_available", lambda p: self.on_presence("available", p))
+            self.add_event_handler("presence_unavailable", lambda p: self.on_presence("unavailable", p))
         self.add_event_handler("failed_all_auth", lambda _e: self.finish("authentication failed"))
         self.add_event_handler("connection_failed", lambda e: self.finish("connection failed: %s" % e))
         self.add_event_handler("disconnected", lambda r: self.finish("disconnected: %s" % r))
@@ -46,10 +64,41 @@ class Client(slixmpp.ClientXMPP):
         self.done.set_result(None)
 
     async def on_start(self, _event):
+        if self.args.subscribe:
+            await self.get_roster()
         self.send_presence()
         print("READY", flush=True)
         if self.args.role == "initiator":
+            if self.args.subscribe:
+                self.ask()
+            else:
+                self.send_message(mto=self.args.peer, mbody=self.args.body, mtype="chat")
+
+    def ask(self):
+        if not self.asked:
+            self.asked = True
+            self.send_presence(pto=self.args.peer, ptype="subscribe")
+
+    def on_subscribe(self, pres):
+        if pres["from"].bare != self.args.peer:
+            return
+        self.result.setdefault("presence", []).append("subscribe")
+        self.send_presence(pto=self.args.peer, ptype="subscribed")
+        self.ask()
+
+    def on_presence(self, kind, pres):
+        if pres["from"].bare != self.args.peer:
+            return
+        self.result.setdefault("presence", []).append(kind)
+        self.seen.add(kind)
+        if kind == "available" and self.args.role == "initiator" and "sent" not in self.seen:
+            self.seen.add("sent")
             self.send_message(mto=self.args.peer, mbody=self.args.body, mtype="chat")
+        if kind == "unavailable" and self.args.role == "responder" and "replied" in self.seen:
+            if "subscribed" not in self.seen:
+                self.finish("our subscribe was never approved: %s" % self.result.get("presence"))
+                return
+            self.finish()
 
     def on_message(self, msg):
         if msg["type"] == "error":
@@ -60,10 +109,20 @@ class Client(slixmpp.ClientXMPP):
         body = msg["body"]
         self.result.setdefault("received", []).append(body)
         if self.args.role == "responder" and body == self.args.body:
+            if self.args.subscribe and "available" not in self.seen:
+                self.finish("message before the sender's available presence")
+                return
             self.send_message(mto=msg["from"], mbody=self.args.reply, mtype="chat")
+            if self.args.subscribe:
+                # Done once the initiator's unavailable presence arrives.
+                self.seen.add("replied")
+                return
             # Give the reply time to leave before the stream closes.
             asyncio.get_running_loop().call_later(0.5, self.finish)
         elif self.args.role == "initiator" and body == self.args.reply:
+            if self.args.subscribe and not {"subscribe", "subscribed"} <= set(self.result.get("presence", [])):
+                self.finish("the subscription was not mutual: %s" % self.result.get("presence"))
+                return
             self.finish()
 
 
@@ -93,6 +152,7 @@ def main():
     p.add_argument("--reply", required=True)
     p.add_argument("--timeout", type=float, default=30)
     p.add_argument("--mech", default="", help="force one SASL mechanism")
+    p.add_argument("--subscribe", action="store_true", help="subscribe both ways first, then check presence")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     result = asyncio.run(run(args))

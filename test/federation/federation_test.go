@@ -18,15 +18,27 @@ import (
 	"impetus/internal/xmlstream"
 )
 
-// TestFederation starts Impetus, Prosody and ejabberd once and runs every interoperability
-// case against them. Starting takes a few seconds (ejabberd most); the whole test stays well
-// under a minute.
+// TestFederation runs every interoperability case twice: once with TLS offered on every
+// server stream (Impetus connects out with STARTTLS and the peers do the same towards it, each
+// side accepting the other's self-signed certificate for dialback), and once with the peers
+// offering and using no TLS at all, so dialback runs over plain TCP. Each round starts
+// Impetus, Prosody and ejabberd afresh; a round takes about half a minute, ejabberd's start
+// most of it.
 func TestFederation(t *testing.T) {
+	for _, round := range []struct {
+		name string
+		tls  bool
+	}{{"starttls", true}, {"plain", false}} {
+		t.Run(round.name, func(t *testing.T) { federationRound(t, round.tls) })
+	}
+}
+
+func federationRound(t *testing.T, withTLS bool) {
 	a := pickAddrs(t)
 	imp := startImpetus(t, a)
-	pro := startProsody(t, a)
-	ejb := startEjabberd(t, a)
-	t.Logf("impetus %s, prosody %s, ejabberd %s", imp.addr, pro.addr, ejb.addr)
+	pro := startProsody(t, a, withTLS)
+	ejb := startEjabberd(t, a, withTLS)
+	t.Logf("impetus %s, prosody %s, ejabberd %s, TLS on server streams: %v", imp.addr, pro.addr, ejb.addr, withTLS)
 	defer func() {
 		if t.Failed() {
 			t.Logf("impetus log:\n%s", tail(imp.log(), 15000))
@@ -35,34 +47,45 @@ func TestFederation(t *testing.T) {
 		}
 	}()
 
-	for _, peer := range []struct {
-		srv  *server
-		user string
-	}{{pro, "bob"}, {ejb, "carol"}} {
-		remote := peer.user + "@" + peer.srv.domain
-		t.Run("message-from-impetus-to-"+peer.srv.domain, func(t *testing.T) {
-			exchange(t, imp, "alice", peer.srv, "initiator", remote)
-		})
-		t.Run("message-from-"+peer.srv.domain+"-to-impetus", func(t *testing.T) {
-			exchange(t, imp, "alice", peer.srv, "responder", remote)
-		})
-	}
+	// Each pair of users subscribes both ways, sees the other's presence, swaps a message and
+	// sees the initiator's unavailable presence when it logs out. Each direction uses its own
+	// users so that every run starts from empty rosters; the four runs go in parallel.
+	t.Run("subscription-presence-messages", func(t *testing.T) {
+		for _, c := range []struct {
+			peer              *server
+			impUser, peerUser string
+			impRole           string
+		}{
+			{pro, "alice", "bob", "initiator"},
+			{pro, "dave", "bob2", "responder"},
+			{ejb, "alice", "carol", "initiator"},
+			{ejb, "dave", "carol2", "responder"},
+		} {
+			name := "impetus-" + c.impRole + "-with-" + c.peer.domain
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				exchange(t, imp, c.impUser, c.peer, c.impRole, c.peerUser+"@"+c.peer.domain, true)
+			})
+		}
+	})
 	t.Run("dialback-both-directions-logged", func(t *testing.T) {
 		log := imp.log()
+		tlsAttr := fmt.Sprintf("tls=%v", withTLS)
 		for _, d := range []string{prosodyDomain, ejabberdDomain} {
-			// Our outbound stream to the peer, accepted after the peer asked us (authoritative).
-			if !logHas(log, `msg="outbound stream established"`, "remote="+d+" ") {
-				t.Errorf("no outbound stream to %s in the log", d)
+			// Our outbound stream to the peer, accepted after the peer asked us (authoritative),
+			// with STARTTLS exactly when the peer offered it.
+			if !logHas(log, `msg="outbound stream established"`, "remote="+d+" ", tlsAttr) {
+				t.Errorf("no outbound stream to %s with %s in the log", d, tlsAttr)
 			}
 			// The peer's stream to us, verified by asking the peer (receiving role).
-			if !logHas(log, `msg="peer verified with dialback"`, "pair_local="+impetusDomain+" pair_remote="+d) {
-				t.Errorf("no dialback verification of %s in the log", d)
+			if !logHas(log, `msg="peer verified with dialback"`, "pair_local="+impetusDomain+" pair_remote="+d, tlsAttr) {
+				t.Errorf("no dialback verification of %s with %s in the log", d, tlsAttr)
 			}
 		}
 	})
 	t.Run("wrong-key-refused-by-impetus", func(t *testing.T) {
 		for _, claimed := range []string{prosodyDomain, ejabberdDomain} {
-			c := dialS2S(t, imp.s2s(), claimed, impetusDomain)
+			c := dialS2S(t, imp.s2s(), claimed, impetusDomain, withTLS)
 			r := c.dialback(claimed, impetusDomain, strings.Repeat("0", 64))
 			if r.Attr("type") != "invalid" {
 				t.Fatalf("claiming %s with a wrong key: %s", claimed, r)
@@ -76,7 +99,7 @@ func TestFederation(t *testing.T) {
 	t.Run("wrong-key-for-impetus-refused-by-peers", func(t *testing.T) {
 		// The peer asks Impetus, the authoritative server for impetus.test, which says invalid.
 		for _, peer := range []*server{pro, ejb} {
-			c := dialS2S(t, peer.s2s(), impetusDomain, peer.domain)
+			c := dialS2S(t, peer.s2s(), impetusDomain, peer.domain, withTLS)
 			r := c.dialback(impetusDomain, peer.domain, strings.Repeat("0", 64))
 			if r.Attr("type") != "invalid" {
 				t.Fatalf("%s accepted a wrong key for %s: %s", peer.domain, impetusDomain, r)
@@ -84,7 +107,11 @@ func TestFederation(t *testing.T) {
 		}
 	})
 	t.Run("unlisted-domain-refused", func(t *testing.T) {
-		c := dialS2S(t, imp.s2s(), "unlisted.test", impetusDomain)
+		c := dialS2S(t, imp.s2s(), "unlisted.test", impetusDomain, withTLS)
+		// XEP-0478: server streams advertise their limits like client streams.
+		if l := c.features.Child(stanza.NSStreamLimits, "limits"); l == nil || l.Child(stanza.NSStreamLimits, "max-bytes") == nil {
+			t.Errorf("no stream limits in the features: %s", c.features)
+		}
 		r := c.dialback("unlisted.test", impetusDomain, strings.Repeat("0", 64))
 		if r.Attr("type") != "error" || stanza.ParseError(r) == nil || stanza.ParseError(r).Condition != "policy-violation" {
 			t.Fatalf("unlisted domain: %s", r)
@@ -94,7 +121,7 @@ func TestFederation(t *testing.T) {
 
 // exchange has the Impetus user and the peer's user swap a message: role is the Impetus
 // user's part (the initiator sends first).
-func exchange(t *testing.T, imp *server, impUser string, peer *server, role, peerJID string) {
+func exchange(t *testing.T, imp *server, impUser string, peer *server, role, peerJID string, subscribe bool) {
 	t.Helper()
 	impJID := impUser + "@" + impetusDomain
 	id := fmt.Sprintf("%d", time.Now().UnixNano())
@@ -106,13 +133,13 @@ func exchange(t *testing.T, imp *server, impUser string, peer *server, role, pee
 	// The responder logs in first; the initiator starts once it is ready.
 	var first, second *client
 	if role == "responder" {
-		first = startClient(t, imp, impJID, peerJID, "responder", body, reply)
+		first = startClient(t, imp, impJID, peerJID, "responder", body, reply, subscribe)
 		first.waitReady(t)
-		second = startClient(t, peer, peerJID, impJID, other, body, reply)
+		second = startClient(t, peer, peerJID, impJID, other, body, reply, subscribe)
 	} else {
-		first = startClient(t, peer, peerJID, impJID, other, body, reply)
+		first = startClient(t, peer, peerJID, impJID, other, body, reply, subscribe)
 		first.waitReady(t)
-		second = startClient(t, imp, impJID, peerJID, "initiator", body, reply)
+		second = startClient(t, imp, impJID, peerJID, "initiator", body, reply, subscribe)
 	}
 	for _, c := range []*client{first, second} {
 		if res := c.wait(t); res["ok"] != true {
@@ -130,7 +157,7 @@ type client struct {
 	result    chan map[string]any
 }
 
-func startClient(t *testing.T, srv *server, jid, peer, role, body, reply string) *client {
+func startClient(t *testing.T, srv *server, jid, peer, role, body, reply string, subscribe bool) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	t.Cleanup(cancel)
@@ -140,6 +167,9 @@ func startClient(t *testing.T, srv *server, jid, peer, role, body, reply string)
 		// slixmpp's SCRAM picks tls-unique channel binding even on TLS 1.3, where it does not
 		// exist; the client tests cover SCRAM, here any login will do.
 		args = append(args, "--mech", "PLAIN")
+	}
+	if subscribe {
+		args = append(args, "--subscribe")
 	}
 	cmd := exec.CommandContext(ctx, python, args...)
 	c := &client{jid: jid, role: role, cmd: cmd, stderr: &syncBuffer{}, ready: make(chan struct{}), result: make(chan map[string]any, 1)}
@@ -196,12 +226,15 @@ func (c *client) wait(t *testing.T) map[string]any {
 
 // s2sConn is a hand-driven server stream, for the cases no real server produces.
 type s2sConn struct {
-	t   *testing.T
-	c   net.Conn
-	dec *xmlstream.Decoder
+	t        *testing.T
+	c        net.Conn
+	dec      *xmlstream.Decoder
+	features *stanza.Element
 }
 
-func dialS2S(t *testing.T, addr, from, to string) *s2sConn {
+// dialS2S opens a server stream to addr claiming from, with STARTTLS when useTLS is set and the
+// server offers it. The features of the stream as it is used are kept in c.features.
+func dialS2S(t *testing.T, addr, from, to string, useTLS bool) *s2sConn {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -220,8 +253,8 @@ func dialS2S(t *testing.T, addr, from, to string) *s2sConn {
 		if f.Local != "features" {
 			t.Fatalf("expected features, got %s", f)
 		}
-		// ejabberd offers dialback only once TLS is up.
-		if f.Child("urn:xmpp:features:dialback", "dialback") != nil || f.Child(stanza.NSTLS, "starttls") == nil {
+		c.features = f
+		if _, isTLS := c.c.(*tls.Conn); !useTLS || isTLS || f.Child(stanza.NSTLS, "starttls") == nil {
 			return c
 		}
 		c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")

@@ -38,7 +38,7 @@ func startImpetus(t *testing.T, a addrSet) *server {
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, "passwd"), []byte("alice:"+password+"\n"), "")
+	writeFile(t, filepath.Join(dir, "passwd"), []byte("alice:"+password+"\ndave:"+password+"\n"), "")
 	conf := fmt.Sprintf(`xmpp {
   debug_level = "DEBUG"
   s2s_remote_domains = "listed"
@@ -94,7 +94,9 @@ end
 `
 
 // startProsody runs Prosody as its system user with everything in a temporary directory.
-func startProsody(t *testing.T, a addrSet) *server {
+// withTLS loads mod_tls, which offers STARTTLS on incoming streams and uses it on outgoing
+// ones; without it Prosody's server streams stay plain.
+func startProsody(t *testing.T, a addrSet, withTLS bool) *server {
 	t.Helper()
 	dir := sharedTempDir(t)
 	data := filepath.Join(dir, "data")
@@ -105,6 +107,10 @@ func startProsody(t *testing.T, a addrSet) *server {
 	writeFile(t, filepath.Join(dir, "prosody.crt"), cert, "prosody")
 	writeFile(t, filepath.Join(dir, "prosody.key"), key, "prosody")
 	logPath := filepath.Join(data, "prosody.log")
+	tlsModule := ""
+	if withTLS {
+		tlsModule = `"tls"; `
+	}
 	conf := fmt.Sprintf(`pidfile = %[1]q
 data_path = %[2]q
 plugin_paths = { %[3]q }
@@ -115,7 +121,7 @@ c2s_ports = { 5222 }
 s2s_ports = { 5269 }
 c2s_direct_tls_ports = {}
 s2s_direct_tls_ports = {}
-modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "test_routes" }
+modules_enabled = { "roster"; "presence"; "saslauth"; %[14]s"dialback"; "disco"; "ping"; "test_routes" }
 authentication = "internal_plain"
 storage = "internal"
 log = { debug = %[6]q }
@@ -129,10 +135,12 @@ VirtualHost %[11]q
 	ssl = { certificate = %[12]q; key = %[13]q }
 `, filepath.Join(data, "prosody.pid"), data, filepath.Join(dir, "plugins"), dir, a.prosody, logPath,
 		impetusDomain, a.impetus, ejabberdDomain, a.ejabberd, prosodyDomain,
-		filepath.Join(dir, "prosody.crt"), filepath.Join(dir, "prosody.key"))
+		filepath.Join(dir, "prosody.crt"), filepath.Join(dir, "prosody.key"), tlsModule)
 	path := filepath.Join(dir, "prosody.cfg.lua")
 	writeFile(t, path, []byte(conf), "prosody")
-	runCmd(t, 20*time.Second, "prosodyctl", "--config", path, "register", "bob", prosodyDomain, password)
+	for _, u := range []string{"bob", "bob2"} {
+		runCmd(t, 20*time.Second, "prosodyctl", "--config", path, "register", u, prosodyDomain, password)
+	}
 	p := startProc(t, "prosody", exec.Command("runuser", "-u", "prosody", "--", "prosody", "--config", path, "-F"))
 	s := &server{domain: prosodyDomain, addr: a.prosody, proc: p, log: readLog(logPath)}
 	waitListen(t, p, s.c2s(), 15*time.Second, s.log)
@@ -145,13 +153,21 @@ VirtualHost %[11]q
 // own. Erlang's resolver reads the inetrc file in the configuration directory: a static host
 // table for the peers, and the test's own DNS server on a loopback port, which has no SRV
 // records, so ejabberd's SRV lookups fail at once and no query leaves the machine.
-func startEjabberd(t *testing.T, a addrSet) *server {
+//
+// withTLS sets s2s_use_starttls to optional: STARTTLS offered and used, the peers' self-signed
+// certificates accepted for dialback. Without it, STARTTLS is neither offered nor used on
+// server streams.
+func startEjabberd(t *testing.T, a addrSet, withTLS bool) *server {
 	t.Helper()
 	dns := startDNS(t, map[string]string{impetusDomain: a.impetus, prosodyDomain: a.prosody, ejabberdDomain: a.ejabberd})
 	dir := sharedTempDir(t)
 	spool, logs := filepath.Join(dir, "spool"), filepath.Join(dir, "logs")
 	ownedDir(t, spool, "ejabberd")
 	ownedDir(t, logs, "ejabberd")
+	starttls := "false"
+	if withTLS {
+		starttls = "optional"
+	}
 	cert, key := selfSigned(t, ejabberdDomain)
 	pemPath := filepath.Join(dir, "ejabberd.pem")
 	writeFile(t, pemPath, append(cert, key...), "ejabberd")
@@ -166,7 +182,7 @@ listen:
   - port: 5269
     ip: %q
     module: ejabberd_s2s_in
-s2s_use_starttls: optional
+s2s_use_starttls: %s
 outgoing_s2s_families: [ipv4]
 auth_method: internal
 acl:
@@ -184,7 +200,7 @@ modules:
   mod_disco: {}
   mod_ping: {}
   mod_s2s_dialback: {}
-`, ejabberdDomain, pemPath, a.ejabberd, a.ejabberd)
+`, ejabberdDomain, pemPath, a.ejabberd, a.ejabberd, starttls)
 	writeFile(t, filepath.Join(dir, "ejabberd.yml"), []byte(conf), "ejabberd")
 	ip := func(s string) string {
 		p := net.ParseIP(s).To4()
@@ -218,7 +234,9 @@ modules:
 	s := &server{domain: ejabberdDomain, addr: a.ejabberd, proc: p, log: readLog(filepath.Join(logs, "ejabberd.log"))}
 	waitListen(t, p, s.c2s(), 40*time.Second, s.log)
 	waitListen(t, p, s.s2s(), 10*time.Second, s.log)
-	runCmd(t, 30*time.Second, "ejabberdctl", append(ctl, "register", "carol", ejabberdDomain, password)...)
+	for _, u := range []string{"carol", "carol2"} {
+		runCmd(t, 30*time.Second, "ejabberdctl", append(ctl, "register", u, ejabberdDomain, password)...)
+	}
 	return s
 }
 

@@ -11,7 +11,8 @@ Scenarios:
           the owner's configuration form (persistent, named), joins, a
           groupchat message, a subject, a private message, kick, ban, a
           mediated and a XEP-0249 direct invitation, a XEP-0313 query of the
-          room archive, a XEP-0425 moderation, a self-ping and room disco
+          room archive, a XEP-0425 moderation, XEP-0421 occupant ids, a
+          self-ping and room disco
   rejoin  --jid enters --room again after a restart: the room's name, its
           outcast list and its history must have survived
 """
@@ -33,7 +34,7 @@ from client import STEP_TIMEOUT, Client
 
 def new_client(args, cert, jid):
     c = Client(jid + "/slix", "pw-" + jid.split("@")[0], "PLAIN", args.host, args.port, cert)
-    for p in ("xep_0030", "xep_0045", "xep_0199", "xep_0249", "xep_0313", "xep_0359", "xep_0425"):
+    for p in ("xep_0030", "xep_0045", "xep_0199", "xep_0249", "xep_0313", "xep_0359", "xep_0421", "xep_0425"):
         c.register_plugin(p)
     c.groupchat = asyncio.Queue()
     c.private = asyncio.Queue()
@@ -123,6 +124,7 @@ async def scenario_muc(args, cert):
         res["stanza_ids"] = len(sids) == 1 and "" not in sids
         sid = sids.pop()
         res["stanza_id_by"] = str(got[0]["stanza_id"]["by"])
+        res["occupant_ids"] = sorted({m["occupant-id"]["id"] for m in got})
 
         # Subject by the owner.
         alice["xep_0045"].set_subject(room, "Slix topic")

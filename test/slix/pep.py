@@ -200,8 +200,8 @@ async def scenario_pep(args, cert):
         got = await c["xep_0060"].get_item(me, OMEMO2_BUNDLES, device, timeout=STEP_TIMEOUT)
         res["stranger_bundle2"] = ET.tostring(got["pubsub"]["items"].xml, encoding="unicode")
 
-        items = await c["xep_0030"].get_items(jid=me, timeout=STEP_TIMEOUT)
-        res["stranger_disco_nodes"] = sorted(i[1] for i in items["disco_items"]["items"])
+        items = await b["xep_0030"].get_items(jid=me, timeout=STEP_TIMEOUT)
+        res["contact_disco_nodes"] = sorted(i[1] for i in items["disco_items"]["items"])
 
         # A publish whose options contradict the node's configuration (XEP-0060 §7.1.5).
         try:

@@ -51,30 +51,6 @@ func hasNot(t *testing.T, got []string, bad ...string) {
 	}
 }
 
-func TestPrivateStorage(t *testing.T) {
-	s := newServer(t, memory.New())
-	a := s.Connect("alice@example.com/a")
-	a.Input(`<iq type="get" id="g1"><query xmlns="jabber:iq:private"><prefs xmlns="x:prefs"/></query></iq>`)
-	has(t, a.Take(), `<iq type="result" id="g1" to="alice@example.com/a" from="alice@example.com"><query xmlns="jabber:iq:private"><prefs xmlns="x:prefs"/></query></iq>`)
-	a.Input(`<iq type="set" id="s1"><query xmlns="jabber:iq:private"><prefs xmlns="x:prefs"><color>blue</color></prefs></query></iq>`)
-	has(t, a.Take(), `type="result" id="s1"`)
-	a.Input(`<iq type="get" id="g2"><query xmlns="jabber:iq:private"><prefs xmlns="x:prefs"/></query></iq>`)
-	has(t, a.Take(), `<prefs xmlns="x:prefs"><color>blue</color></prefs>`)
-
-	// Another account's data is off limits; jabber: namespaces cannot be stored.
-	b := s.Connect("bob@example.com/b")
-	b.Input(`<iq type="get" id="x" to="alice@example.com"><query xmlns="jabber:iq:private"><prefs xmlns="x:prefs"/></query></iq>`)
-	has(t, b.Take(), `<forbidden xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/>`)
-	a.Input(`<iq type="set" id="j"><query xmlns="jabber:iq:private"><query xmlns="jabber:iq:roster"/></query></iq>`)
-	has(t, a.Take(), `<not-acceptable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/>`)
-	a.Input(`<iq type="set" id="e"><query xmlns="jabber:iq:private"/></iq>`)
-	has(t, a.Take(), `<not-acceptable`)
-
-	// The entry bound (3 here) is a resource constraint.
-	a.Input(`<iq type="set" id="m"><query xmlns="jabber:iq:private"><a xmlns="x:a"/><b xmlns="x:b"/><c xmlns="x:c"/></query></iq>`)
-	has(t, a.Take(), `<resource-constraint`)
-}
-
 const legacyDoc = `<storage xmlns="storage:bookmarks">` +
 	`<conference jid="council@conference.example.com" name="Council" autojoin="true"><nick>Puck</nick></conference>` +
 	`<conference jid="orchard@conference.example.com" name="Orchard"/>` +

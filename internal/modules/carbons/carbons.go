@@ -3,9 +3,10 @@
 // messages the account receives that were delivered to other resources (wrapped in
 // <received/>), each forwarded with XEP-0297.
 //
-// Copies of sent messages are made in the MessageIn hook, as the client's message enters the
-// server; copies of received messages in the MessageDeliver hook, just before the router
-// delivers the original. The hook works out which resources the router's RFC 6121 §8.5 rules
+// Copies of sent messages are made in the Outbound hook, once the client's message has passed
+// the checks on what an account may send (blocking) and is about to be delivered or leave the
+// server; copies of received messages in the MessageDeliver hook, after the checks on what an
+// account accepts, just before the router delivers the original. The hook works out which resources the router's RFC 6121 §8.5 rules
 // will pick, exactly as the router does, so that those get the original and only the others a
 // copy (§6: "that did not receive it").
 package carbons
@@ -54,7 +55,7 @@ func (c *Carbons) Provision(h *module.Host) error {
 	h.AddFeature(NSRulesFeature)
 	h.HandleIQ(module.ToAccount, stanza.Set, NS, "enable", c.enable)
 	h.HandleIQ(module.ToAccount, stanza.Set, NS, "disable", c.disable)
-	h.Hook(module.MessageIn, hookPriority, c.sent)
+	h.Hook(module.Outbound, hookPriority, c.sent)
 	h.Hook(module.MessageDeliver, hookPriority, c.received)
 	h.OnSessionClosed(func(_ context.Context, s module.Session) {
 		c.mu.Lock()
@@ -145,7 +146,7 @@ func wrap(kind string, el *stanza.Element, user, to jid.JID) *stanza.Element {
 // sent copies a message a local client sends to the other carbons-enabled resources of its
 // account (§7), except the resource it is addressed to, which gets the original.
 func (c *Carbons) sent(_ context.Context, st *module.Stanza) (module.Verdict, error) {
-	if st.Session == nil || !eligible(st.El) {
+	if st.Session == nil || st.El.Local != "message" || !eligible(st.El) {
 		return module.Continue, nil
 	}
 	from := st.Session.JID()

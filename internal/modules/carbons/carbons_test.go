@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"impetus/internal/modules/blocking"
 	"impetus/internal/modules/carbons"
 	"impetus/internal/modules/roster/rostertest"
 	"impetus/internal/stanza"
@@ -149,4 +150,36 @@ func mustParse(t *testing.T, xml string) *stanza.Element {
 		t.Fatal(err)
 	}
 	return el
+}
+
+// TestBlockedNotCopied checks the hook order: a message the blocking module refuses is not
+// copied to the sender's other resources, and one it drops is not copied to the recipient's.
+func TestBlockedNotCopied(t *testing.T) {
+	s := rostertest.New(t, memory.New(), rostertest.Config{}, "example.com")
+	h := s.Hosts["example.com"]
+	b := &blocking.Blocking{Config: blocking.Config{MaxItems: blocking.DefaultMaxItems, MaxCached: blocking.DefaultMaxCached}}
+	if err := b.Provision(h); err != nil {
+		t.Fatal(err)
+	}
+	if err := new(carbons.Carbons).Provision(h); err != nil {
+		t.Fatal(err)
+	}
+	e := env{s}
+	r1 := e.online(t, "romeo@example.com/garden", "1", true)
+	r2 := e.online(t, "romeo@example.com/home", "0", true)
+	j := e.online(t, "juliet@example.com/balcony", "0", false)
+	r1.Input(`<iq type="set" id="b"><block xmlns="urn:xmpp:blocking"><item jid="juliet@example.com"/></block></iq>`)
+	take(r1, r2, j)
+
+	r1.Input(`<message to="juliet@example.com" type="chat" id="out"><body>x</body></message>`)
+	if got := strings.Join(r1.Take(), ""); !strings.Contains(got, `type="error"`) {
+		t.Errorf("the blocked message was not refused: %s", got)
+	}
+	one(t, r2, ``)
+	one(t, j, ``)
+
+	j.Input(`<message to="romeo@example.com" type="chat" id="in"><body>x</body></message>`)
+	j.Take()
+	one(t, r1, ``)
+	one(t, r2, ``)
 }

@@ -43,8 +43,9 @@ func (t *Time) get(_ context.Context, _ *module.IQ) (*stanza.Element, error) {
 	tzo := fmt.Sprintf("%c%02d:%02d", sign, off/3600, off%3600/60)
 	res := stanza.NewElement(NS, "time")
 	res.AddChild(stanza.NewElement(NS, "tzo").AddText(tzo))
-	// XEP-0082 DateTime in UTC; milliseconds are allowed and help clients measure skew.
-	res.AddChild(stanza.NewElement(NS, "utc").AddText(now.UTC().Format("2006-01-02T15:04:05.000Z")))
+	// XEP-0082 DateTime in UTC with whole seconds, as in XEP-0202's examples: fractions are
+	// allowed but not every client library parses them.
+	res.AddChild(stanza.NewElement(NS, "utc").AddText(now.UTC().Format("2006-01-02T15:04:05Z")))
 	return res, nil
 }
 

@@ -44,12 +44,16 @@ const (
 	Roster = "roster"
 )
 
-// Hook priorities. Delivery archiving runs after hooks that may refuse a message (blocking,
-// privacy) and before those that copy it elsewhere (carbons), so the copies carry the
-// recipient's <stanza-id/>; hooks that must see the id register below DeliverPriority.
+// Hook priorities. Archiving runs after hooks that may refuse a message (blocking at 1000 on
+// Outbound and MessageDeliver) and before those that copy it elsewhere (carbons at -100), so the
+// copies carry the archive's <stanza-id/>: a received carbon the recipient's, a sent carbon the
+// sender's (XEP-0313 §3.1). The sender's id is taken off the message again at OutStripPriority,
+// because the recipient has no access to the sender's archive; a hook in between that keeps the
+// message (a carbon) must keep a copy, not the message itself.
 const (
-	InPriority      = -50
-	DeliverPriority = 50
+	OutPriority      = -50
+	OutStripPriority = -150
+	DeliverPriority  = 50
 )
 
 // Defaults of the module's options.
@@ -123,7 +127,8 @@ func (m *MAM) Provision(h *module.Host) error {
 	h.HandleIQ(module.ToAccount, stanza.Get, mamquery.NS, "metadata", m.metadata)
 	h.HandleIQ(module.ToAccount, stanza.Get, mamquery.NS, "prefs", m.getPrefs)
 	h.HandleIQ(module.ToAccount, stanza.Set, mamquery.NS, "prefs", m.setPrefs)
-	h.Hook(module.MessageIn, InPriority, m.outgoing)
+	h.Hook(module.Outbound, OutPriority, m.outgoing)
+	h.Hook(module.Outbound, OutStripPriority, m.unstamp)
 	h.Hook(module.MessageDeliver, DeliverPriority, m.incoming)
 	if m.Retention > 0 {
 		m.startPurge()
@@ -361,19 +366,31 @@ func Archivable(el *stanza.Element) bool {
 	return keep
 }
 
-// outgoing archives a message a local client sends, in the sender's archive.
+// outgoing archives a message a local account sends, in the sender's archive, and stamps it
+// with the sender's <stanza-id/> for the sent carbons. It runs on the Outbound hook, after the
+// sender's block list has had its say: a message the blocking module bounces was never sent.
 func (m *MAM) outgoing(ctx context.Context, st *module.Stanza) (module.Verdict, error) {
+	if st.El.Local != "message" {
+		return module.Continue, nil
+	}
 	from := st.From.Bare()
-	if st.To.Bare().Equal(from) {
+	user := from.String()
+	mamquery.StripStanzaIDs(st.El, user)
+	if st.To.Bare().Equal(from) || !Archivable(st.El) {
 		// A note to oneself is archived once, on delivery.
 		return module.Continue, nil
 	}
-	user := from.String()
-	mamquery.StripStanzaIDs(st.El, user)
-	if !Archivable(st.El) {
-		return module.Continue, nil
+	if id := m.archiveCopy(ctx, user, st.To, st.El); id != "" {
+		st.El.AddChild(mamquery.StanzaID(user, id))
 	}
-	m.archiveCopy(ctx, user, st.To, st.El)
+	return module.Continue, nil
+}
+
+// unstamp takes the sender's <stanza-id/> off a message once the hooks that copy it have run.
+func (m *MAM) unstamp(_ context.Context, st *module.Stanza) (module.Verdict, error) {
+	if st.El.Local == "message" && !st.To.Bare().Equal(st.From.Bare()) {
+		mamquery.StripStanzaIDs(st.El, st.From.Bare().String())
+	}
 	return module.Continue, nil
 }
 

@@ -11,6 +11,8 @@ import (
 
 	"impetus/internal/mamquery"
 	"impetus/internal/module"
+	"impetus/internal/modules/blocking"
+	"impetus/internal/modules/carbons"
 	"impetus/internal/modules/mam"
 	"impetus/internal/modules/roster/rostertest"
 	"impetus/internal/stanza"
@@ -561,3 +563,83 @@ func TestRetentionPurge(t *testing.T) {
 }
 
 var _ module.Module = (*mam.MAM)(nil)
+
+// TestBlockingAndCarbons checks the hook order with the modules around archiving: a message
+// stopped by a block list is archived on neither side, and a received carbon copy carries the
+// recipient archive's stanza-id.
+func TestBlockingAndCarbons(t *testing.T) {
+	e := newEnv(t, memory.New(), "example.com")
+	h := e.srv.Hosts["example.com"]
+	for _, m := range []module.Module{&blocking.Blocking{Config: blocking.Config{MaxItems: 100, MaxCached: 100}}, new(carbons.Carbons)} {
+		if err := m.Provision(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	juliet := available(e.srv, "juliet@example.com/balcony")
+	phone := available(e.srv, "juliet@example.com/phone")
+	romeo := available(e.srv, "romeo@example.com/orchard")
+	tybalt := available(e.srv, "tybalt@example.com/street")
+	phone.Input(`<iq type="set" id="c"><enable xmlns="urn:xmpp:carbons:2"/></iq>`)
+	juliet.Input(`<iq type="set" id="b"><block xmlns="urn:xmpp:blocking"><item jid="tybalt@example.com"/></block></iq>`)
+	juliet.Elements()
+	phone.Elements()
+
+	tybalt.Input(`<message to="juliet@example.com/balcony" type="chat"><body>blocked in</body></message>`)
+	juliet.Input(`<message to="tybalt@example.com" type="chat"><body>blocked out</body></message>`)
+	romeo.Input(`<message to="juliet@example.com/balcony" type="chat"><body>hi</body></message>`)
+	tybalt.Elements()
+	juliet.Elements()
+	var carbon *stanza.Element
+	for _, el := range phone.Elements() {
+		if r := el.Child(carbons.NS, "received"); r != nil {
+			carbon = r.Child(mamquery.NSForward, "forwarded").Child(stanza.NSClient, "message")
+		}
+	}
+	r := query(t, juliet, "")
+	if !slices.Equal(r.bodies, []string{"hi"}) {
+		t.Fatalf("juliet's archive = %v", r.bodies)
+	}
+	if r := query(t, tybalt, ""); len(r.ids) != 1 || r.bodies[0] != "blocked in" {
+		// Tybalt's own sent message is in his archive: his server did send it.
+		t.Fatalf("tybalt's archive = %v", r.bodies)
+	}
+	if carbon == nil {
+		t.Fatal("no received carbon")
+	}
+	sid := carbon.Child(mamquery.NSSID, "stanza-id")
+	if sid == nil || sid.Attr("by") != "juliet@example.com" || sid.Attr("id") != r.ids[0] {
+		t.Fatalf("carbon %s lacks stanza-id %s", carbon, r.ids[0])
+	}
+
+	// Hooks between the archiving priorities, where carbons copy sent messages, see the
+	// sender's archive id; the recipient sees only its own.
+	var seen []string
+	h.Hook(module.Outbound, -100, func(_ context.Context, st *module.Stanza) (module.Verdict, error) {
+		if st.El.Local == "message" {
+			seen = append(seen, st.El.String())
+		}
+		return module.Continue, nil
+	})
+	juliet.Input(`<message to="romeo@example.com" type="chat"><body>bye</body></message>`)
+	phone.Elements()
+	got := romeo.Elements()
+	r = query(t, juliet, "")
+	if !slices.Equal(r.bodies, []string{"hi", "bye"}) {
+		t.Fatalf("juliet's archive = %v", r.bodies)
+	}
+	if len(seen) != 1 || !strings.Contains(seen[0], `<stanza-id xmlns="urn:xmpp:sid:0" by="juliet@example.com" id="`+r.ids[1]+`"/>`) {
+		t.Fatalf("outbound hooks saw %v, want the sender's stanza-id %s", seen, r.ids[1])
+	}
+	if len(got) != 1 {
+		t.Fatalf("romeo got %d stanzas", len(got))
+	}
+	var bys []string
+	for c := range got[0].Elements() {
+		if c.Space == mamquery.NSSID && c.Local == "stanza-id" {
+			bys = append(bys, c.Attr("by"))
+		}
+	}
+	if !slices.Equal(bys, []string{"romeo@example.com"}) {
+		t.Fatalf("romeo's copy has stanza-ids by %v: %s", bys, got[0])
+	}
+}

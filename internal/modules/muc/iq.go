@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 
+	"impetus/internal/mamquery"
 	"impetus/internal/module"
 	"impetus/internal/stanza"
 )
@@ -102,6 +103,9 @@ func (r *Room) iq(ctx context.Context, st *module.Stanza) error {
 		if payload.Local == "query" {
 			return r.mamQuery(ctx, st, o, aff, payload)
 		}
+		if get && payload.Local == "metadata" {
+			return r.mamMetadata(ctx, st, o, aff)
+		}
 	case NSFasten:
 		if !get && payload.Local == "apply-to" {
 			if m := payload.Child(NSModerate0, "moderate"); m != nil {
@@ -139,7 +143,7 @@ func (r *Room) discoInfo(q *stanza.Element) *stanza.Element {
 		name = r.jid.Localpart()
 	}
 	res.AddChild(identity("conference", "text", name))
-	features := []string{NSDiscoInfo, NSDiscoItem, NSMUC, NSStable, NSSelfPing, NSPing}
+	features := []string{NSDiscoInfo, NSDiscoItem, NSMUC, NSStable, NSSelfPing, NSPing, NSOccupant}
 	pick := func(b bool, yes, no string) {
 		if b {
 			features = append(features, yes)
@@ -154,7 +158,7 @@ func (r *Room) discoInfo(q *stanza.Element) *stanza.Element {
 	pick(c.Whois == WhoisAnyone, "muc_nonanonymous", "muc_semianonymous")
 	pick(c.PasswordOn, "muc_passwordprotected", "muc_unsecured")
 	if c.Archive {
-		features = append(features, NSMAM, NSSID, NSModerate0, NSModerate1)
+		features = append(features, NSMAM, mamquery.NSExtended, NSSID, NSModerate0, NSModerate1)
 	}
 	for _, f := range features {
 		res.AddChild(feature(f))
@@ -230,12 +234,12 @@ func (r *Room) relayResponse(st *module.Stanza) {
 // track remembers a relayed request. Past the bound the oldest is forgotten: its response,
 // if one ever comes, is dropped.
 func (r *Room) track(id string, p pending) {
-	max := r.svc.Opts.MaxPending
-	for len(r.pendings) >= max && len(r.pendingOrder) > 0 {
+	bound := max(r.svc.Opts.MaxPending, 1)
+	for len(r.pendings) >= bound && len(r.pendingOrder) > 0 {
 		delete(r.pendings, r.pendingOrder[0])
 		r.pendingOrder = r.pendingOrder[1:]
 	}
-	if len(r.pendingOrder) > 2*max {
+	if len(r.pendingOrder) > 2*bound {
 		// Answered requests leave their ids behind; keep only the live ones.
 		live := make([]string, 0, len(r.pendings))
 		for _, k := range r.pendingOrder {

@@ -102,6 +102,22 @@ func (r *Room) mamQuery(ctx context.Context, st *module.Stanza, o *Occupant, aff
 	return nil
 }
 
+// mamMetadata answers XEP-0313's archive metadata request on the room; r.mu is held.
+func (r *Room) mamMetadata(ctx context.Context, st *module.Stanza, o *Occupant, aff Affiliation) error {
+	if !r.cfg.Archive {
+		return stanza.ErrServiceUnavailable
+	}
+	if !r.mayReadArchive(o, aff) {
+		return stanza.NewError("forbidden", "you may not read this room's archive")
+	}
+	md, err := r.svc.archiveQuerier().Metadata(ctx, r.jid.String())
+	if err != nil {
+		return err
+	}
+	r.reply(st.El, md)
+	return nil
+}
+
 // stripUserX removes muc#user payloads from a message.
 func stripUserX(m *stanza.Element) {
 	kept := m.Children[:0:0]
@@ -174,18 +190,19 @@ func (r *Room) moderate(ctx context.Context, st *module.Stanza, o *Occupant, id 
 	// The tombstone keeps the envelope and the ids, and says who retracted it and when.
 	tomb := &stanza.Element{Space: stanza.NSClient, Local: "message", Attrs: orig.Attrs}
 	for c := range orig.Elements() {
-		if c.Space == NSSID || (c.Space == NSUser && c.Local == "x") {
+		if c.Space == NSSID || c.Space == NSOccupant || (c.Space == NSUser && c.Local == "x") {
 			tomb.AddChild(c)
 		}
 	}
 	stamp := mamquery.Stamp(now)
 	mod0 := stanza.NewElement(NSModerate0, "moderated", stanza.Attr{Name: "by", Value: by})
+	mod0.AddChild(occupantIDElement(o.ID))
 	mod0.AddChild(stanza.NewElement(NSRetract0, "retracted", stanza.Attr{Name: "stamp", Value: stamp}))
 	if reason != "" {
 		mod0.AddChild(stanza.NewElement(NSModerate0, "reason").AddText(reason))
 	}
 	ret1 := stanza.NewElement(NSRetract1, "retracted", stanza.Attr{Name: "stamp", Value: stamp})
-	ret1.AddChild(stanza.NewElement(NSModerate1, "moderated", stanza.Attr{Name: "by", Value: by}))
+	ret1.AddChild(stanza.NewElement(NSModerate1, "moderated", stanza.Attr{Name: "by", Value: by}).AddChild(occupantIDElement(o.ID)))
 	if reason != "" {
 		ret1.AddChild(stanza.NewElement(NSRetract1, "reason").AddText(reason))
 	}
@@ -210,13 +227,14 @@ func (r *Room) moderate(ctx context.Context, st *module.Stanza, o *Occupant, id 
 		stanza.Attr{Name: "id", Value: newID()})
 	apply := stanza.NewElement(NSFasten, "apply-to", stanza.Attr{Name: "id", Value: id})
 	n0 := stanza.NewElement(NSModerate0, "moderated", stanza.Attr{Name: "by", Value: by})
+	n0.AddChild(occupantIDElement(o.ID))
 	n0.AddChild(stanza.NewElement(NSRetract0, "retract"))
 	if reason != "" {
 		n0.AddChild(stanza.NewElement(NSModerate0, "reason").AddText(reason))
 	}
 	notice.AddChild(apply.AddChild(n0))
 	n1 := stanza.NewElement(NSRetract1, "retract", stanza.Attr{Name: "id", Value: id})
-	n1.AddChild(stanza.NewElement(NSModerate1, "moderated", stanza.Attr{Name: "by", Value: by}))
+	n1.AddChild(stanza.NewElement(NSModerate1, "moderated", stanza.Attr{Name: "by", Value: by}).AddChild(occupantIDElement(o.ID)))
 	if reason != "" {
 		n1.AddChild(stanza.NewElement(NSRetract1, "reason").AddText(reason))
 	}
@@ -229,4 +247,68 @@ func (r *Room) moderate(ctx context.Context, st *module.Stanza, o *Occupant, id 
 	r.reply(st.El, nil)
 	r.broadcast(notice)
 	return nil
+}
+
+// sweepBatch bounds the items one storage call of the expiry sweep deletes.
+const sweepBatch = 500
+
+// sweepLoop removes expired messages from the room archives, once at start and then at a
+// tenth of the expiry, at least every minute and at most every hour.
+func (s *Service) sweepLoop() {
+	defer close(s.done)
+	every := min(max(s.Opts.ArchiveExpiry/10, time.Minute), time.Hour)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		s.Sweep(context.Background())
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Sweep removes the archived messages older than the archive expiry from every room, and from
+// the history rooms send on join. Rooms are swept one by one in batches, so a large archive
+// never holds a room's lock or one transaction for long.
+func (s *Service) Sweep(ctx context.Context) {
+	if s.Opts.ArchiveExpiry <= 0 {
+		return
+	}
+	cutoff := s.Opts.Now().Add(-s.Opts.ArchiveExpiry)
+	s.mu.Lock()
+	rooms := make([]*Room, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		rooms = append(rooms, r)
+	}
+	s.mu.Unlock()
+	for _, r := range rooms {
+		r.mu.Lock()
+		r.history = since(r.history, cutoff)
+		room := r.jid.String()
+		r.mu.Unlock()
+		for {
+			// The range end is inclusive; a message exactly at the cutoff goes one sweep later.
+			items, _, err := s.archive.Query(ctx, room, storage.Query{End: cutoff.Add(-time.Microsecond), Limit: sweepBatch})
+			if err != nil {
+				s.host.Log.Error("muc: archive expiry failed", "room", room, "err", err)
+				break
+			}
+			if len(items) == 0 {
+				break
+			}
+			ids := make([]string, len(items))
+			for i, it := range items {
+				ids[i] = it.ID
+			}
+			if err := s.archive.Delete(ctx, room, ids...); err != nil {
+				s.host.Log.Error("muc: archive expiry failed", "room", room, "err", err)
+				break
+			}
+			if len(items) < sweepBatch {
+				break
+			}
+		}
+	}
 }

@@ -69,11 +69,12 @@ func (r *Room) groupchat(ctx context.Context, o *Occupant, el *stanza.Element) e
 	for c := range el.Elements() {
 		// Ids and claims only the room may make are dropped so nobody can forge them.
 		if (c.Space == NSSID && c.Local == "stanza-id" && c.Attr("by") == r.jid.String()) ||
-			c.Space == NSModerate0 || c.Space == NSModerate1 || (c.Space == NSUser && c.Local == "x") {
+			c.Space == NSModerate0 || c.Space == NSModerate1 || c.Space == NSOccupant || (c.Space == NSUser && c.Local == "x") {
 			continue
 		}
 		out.AddChild(c)
 	}
+	out.AddChild(occupantIDElement(o.ID))
 	now := r.svc.Opts.Now()
 	hasBody := el.Child(stanza.NSClient, "body") != nil
 	var sid string
@@ -149,10 +150,11 @@ func (r *Room) private(st *module.Stanza, nick string) error {
 	}
 	out.SetAttr("from", r.occJID(o.Nick))
 	for c := range st.El.Elements() {
-		if c.Space != NSUser {
+		if c.Space != NSUser && c.Space != NSOccupant {
 			out.AddChild(c)
 		}
 	}
+	out.AddChild(occupantIDElement(o.ID))
 	// The muc#user marker tells the recipient's server and clients this came through a room.
 	out.AddChild(stanza.NewElement(NSUser, "x"))
 	r.sendTo(target, out)

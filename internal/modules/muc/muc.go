@@ -16,9 +16,13 @@ package muc
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -55,12 +59,15 @@ const (
 	NSRetract0  = "urn:xmpp:message-retract:0"
 	NSModerate1 = "urn:xmpp:message-moderate:1"
 	NSRetract1  = "urn:xmpp:message-retract:1"
+	NSOccupant  = "urn:xmpp:occupant-id:0"
 )
 
 // Store names.
 const (
 	RoomStore    = "muc_rooms"
 	ArchiveStore = "muc_archive"
+	// SecretStore keeps each service's key for XEP-0421 occupant ids (user: the domain).
+	SecretStore = "muc_secret"
 )
 
 // Room creation policies (muc_room_creation).
@@ -92,6 +99,8 @@ type Options struct {
 	MaxPending int
 	// ArchivePageSize and ArchiveMaxPage are the default and largest XEP-0313 page.
 	ArchivePageSize, ArchiveMaxPage int
+	// ArchiveExpiry is how long room archives keep a message; 0 keeps it until the room goes.
+	ArchiveExpiry time.Duration
 	// Defaults is the configuration of a new room.
 	Defaults RoomConfig
 	// Now is the clock; nil means time.Now.
@@ -140,6 +149,8 @@ func optionsFrom(c *config.Config, domain string) Options {
 	o.Admins = m.Admins
 	o.MaxRooms, o.MaxOccupants, o.HistoryLength = m.MaxRooms, m.MaxOccupants, m.HistoryLength
 	o.MaxNickLength, o.MaxAffiliations = m.MaxNickLength, m.MaxAffiliations
+	o.MaxPending, o.ArchivePageSize, o.ArchiveMaxPage = m.MaxRelayedIQ, m.ArchivePageSize, m.ArchiveMaxPage
+	o.ArchiveExpiry = m.ArchiveExpiry
 	o.Defaults = RoomConfig{
 		Persistent:    m.DefaultPersistent,
 		Public:        m.DefaultPublic,
@@ -168,9 +179,15 @@ type Service struct {
 	store   storage.Map
 	archive storage.Archive
 	admins  map[string]bool
+	// secret keys the occupant ids, so they stay the same across restarts and cannot be
+	// reversed into real JIDs.
+	secret []byte
 
 	mu    sync.Mutex
 	rooms map[string]*Room // by localpart
+
+	// stop ends the archive expiry sweep; done is closed when it has ended.
+	stop, done chan struct{}
 }
 
 // New returns a service with the given options, for tests and embedding.
@@ -208,14 +225,34 @@ func (s *Service) Provision(h *module.Host) error {
 	}
 	h.SetService(s.serve)
 	h.AddIdentity(module.Identity{Category: "conference", Type: "text", Name: "Chatrooms"})
-	for _, f := range []string{NSDiscoInfo, NSDiscoItem, NSMUC, NSSelfPing} {
+	for _, f := range []string{NSDiscoInfo, NSDiscoItem, NSMUC, NSSelfPing, NSOccupant} {
 		h.AddFeature(f)
 	}
 	h.HandleIQ(module.ToServer, stanza.Get, NSDiscoInfo, "query", s.serviceInfo)
 	h.HandleIQ(module.ToServer, stanza.Get, NSDiscoItem, "query", s.serviceItems)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return s.load(ctx)
+	if err := s.loadSecret(ctx); err != nil {
+		return err
+	}
+	if err := s.load(ctx); err != nil {
+		return err
+	}
+	if s.Opts.ArchiveExpiry > 0 {
+		s.stop, s.done = make(chan struct{}), make(chan struct{})
+		go s.sweepLoop()
+	}
+	return nil
+}
+
+// Stop implements module.Stopper: it ends the archive expiry sweep.
+func (s *Service) Stop() error {
+	if s.stop != nil {
+		close(s.stop)
+		<-s.done
+		s.stop = nil
+	}
+	return nil
 }
 
 // serviceInfo answers disco#info on the service domain (XEP-0045 §6.1).
@@ -281,7 +318,14 @@ func feature(v string) *stanza.Element {
 func (s *Service) serve(ctx context.Context, st *module.Stanza) error {
 	name := st.To.Localpart()
 	typ := st.El.Attr("type")
-	if st.El.Local == "presence" && st.To.Resourcepart() != "" && (typ == "" || typ == "unavailable") {
+	if st.El.Local == "presence" && (typ == "" || typ == "unavailable") {
+		if st.To.Resourcepart() == "" {
+			if typ == "" {
+				// Entering needs a nickname (XEP-0045 §7.2.1).
+				return stanza.NewError("jid-malformed", "a room nickname is required")
+			}
+			return nil
+		}
 		return s.presence(ctx, st)
 	}
 	r := s.room(name)
@@ -411,6 +455,36 @@ func (s *Service) send(ctx context.Context, el *stanza.Element) {
 	if err := s.host.Send(ctx, el); err != nil {
 		s.host.Log.Debug("muc: stanza not routable", "to", el.Attr("to"), "err", err)
 	}
+}
+
+// loadSecret reads the service's occupant-id key, creating it on first start.
+func (s *Service) loadSecret(ctx context.Context) error {
+	kv := s.host.Storage.KV(SecretStore)
+	key, err := kv.Get(ctx, s.domain)
+	if err == nil && len(key) >= 32 {
+		s.secret = key
+		return nil
+	}
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("muc: reading the occupant-id key of %s: %w", s.domain, err)
+	}
+	key = make([]byte, 32)
+	_, _ = rand.Read(key)
+	if err := kv.Set(ctx, s.domain, key); err != nil {
+		return fmt.Errorf("muc: storing the occupant-id key of %s: %w", s.domain, err)
+	}
+	s.secret = key
+	return nil
+}
+
+// occupantID is a user's XEP-0421 occupant id in a room: stable for the pair, opaque to
+// everyone else.
+func (s *Service) occupantID(room, bare string) string {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte(room))
+	m.Write([]byte{0})
+	m.Write([]byte(bare))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 // newID returns a random identifier for stanza ids and archive items.

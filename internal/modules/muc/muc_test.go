@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +30,15 @@ const (
 type testServer struct {
 	*rostertest.Server
 	svc *muc.Service
+
+	mu  sync.Mutex // guards now, which the service's expiry sweep reads too
 	now time.Time
+}
+
+func (ts *testServer) advance(d time.Duration) {
+	ts.mu.Lock()
+	ts.now = ts.now.Add(d)
+	ts.mu.Unlock()
 }
 
 func newServer(t *testing.T, backend storage.Backend, mod func(*muc.Options)) *testServer {
@@ -46,7 +55,11 @@ func (ts *testServer) addService(t *testing.T, mod func(*muc.Options)) {
 	t.Helper()
 	o := muc.DefaultOptions()
 	o.LocalDomains = []string{domain}
-	o.Now = func() time.Time { return ts.now }
+	o.Now = func() time.Time {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		return ts.now
+	}
 	if mod != nil {
 		mod(&o)
 	}
@@ -55,6 +68,8 @@ func (ts *testServer) addService(t *testing.T, mod func(*muc.Options)) {
 	if err := ts.svc.Provision(h); err != nil {
 		t.Fatal(err)
 	}
+	svc := ts.svc
+	t.Cleanup(func() { _ = svc.Stop() })
 	ts.Core.AddHost(h)
 	ts.Hosts[conf] = h
 }
@@ -222,6 +237,25 @@ func TestCreateJoinAndTalk(t *testing.T) {
 		}
 		sid = s.Attr("id")
 	}
+	// XEP-0421: the room stamps its own occupant id, the same in presence and messages, and
+	// drops one a client made up.
+	bob.Input(`<message type='groupchat' to='` + room + `' id='m2'><body>again</body><occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></message>`)
+	m2 := find(alice.Elements(), "message", "groupchat")
+	bob.Elements()
+	var ids []string
+	for c := range m2.Elements() {
+		if c.Space == muc.NSOccupant {
+			ids = append(ids, c.Attr("id"))
+		}
+	}
+	if len(ids) != 1 || ids[0] == "forged" || ids[0] == "" {
+		t.Fatalf("occupant ids of a message: %q", ids)
+	}
+	bob.Input(`<presence to='` + room + `/Bob'><status>busy</status></presence>`)
+	if p := findFrom(alice.Elements(), "presence", room+"/Bob"); p == nil || p.Child(muc.NSOccupant, "occupant-id").Attr("id") != ids[0] {
+		t.Fatal("occupant id of presence differs from that of messages")
+	}
+	bob.Elements()
 	// A non-occupant may not send to the room.
 	carol.Input(`<message type='groupchat' to='` + room + `'><body>x</body></message>`)
 	if e := find(carol.Elements(), "message", "error"); e == nil || errCond(e) != "not-acceptable" {
@@ -229,7 +263,7 @@ func TestCreateJoinAndTalk(t *testing.T) {
 	}
 
 	// Carol joins with another nick and gets the history with a delay, then the subject.
-	ts.now = ts.now.Add(time.Minute)
+	ts.advance(time.Minute)
 	got = carol.join("Carol", "<history maxstanzas='5'/>")
 	h := findFrom(got, "message", room+"/Bob")
 	if h == nil || h.Child(stanza.NSDelay, "delay") == nil || h.Child(stanza.NSClient, "body").Text() != "hello" {
@@ -504,7 +538,7 @@ func TestArchiveAndModeration(t *testing.T) {
 	bob.join("Bob", "")
 	var sids []string
 	for _, body := range []string{"one", "two", "spam"} {
-		ts.now = ts.now.Add(time.Second)
+		ts.advance(time.Second)
 		bob.Input(`<message type='groupchat' to='` + room + `'><body>` + body + `</body></message>`)
 		m := find(bob.Elements(), "message", "groupchat")
 		sids = append(sids, m.Child(muc.NSSID, "stanza-id").Attr("id"))
@@ -556,6 +590,11 @@ func TestArchiveAndModeration(t *testing.T) {
 	tomb := got[2].FirstElement().FirstElement().Child(stanza.NSClient, "message")
 	if tomb.Child(stanza.NSClient, "body") != nil || tomb.Child(muc.NSModerate0, "moderated") == nil {
 		t.Fatalf("tombstone: %s", tomb)
+	}
+	// Metadata names the first and the last item (the moderation notice).
+	r := carol.iq(`<iq type='get' id='md' to='` + room + `'><metadata xmlns='urn:xmpp:mam:2'/></iq>`)
+	if md := r.FirstElement(); md == nil || md.Child(muc.NSMAM, "start").Attr("id") != sids[0] {
+		t.Fatalf("metadata: %s", r)
 	}
 	// History no longer offers the retracted message.
 	dave := ts.client(t, "dave@example.com/d")
@@ -668,5 +707,76 @@ func TestBounceRemovesGhost(t *testing.T) {
 	got := alice.Elements()
 	if p := findFrom(got, "presence", room+"/Bob"); p == nil || p.Attr("type") != "unavailable" || !hasStatus(p, "333") {
 		t.Fatalf("ghost not removed: %s", dump(got))
+	}
+}
+
+// TestConcurrentBroadcastOrder has occupants talk at once: every occupant must see the
+// messages in one and the same order, because a room sends its queue in order.
+func TestConcurrentBroadcastOrder(t *testing.T) {
+	ts := newServer(t, memory.New(), nil)
+	owner := ts.client(t, "owner@example.com/o")
+	owner.create("Owner")
+	var clients []*client
+	for _, n := range []string{"a", "b", "c", "d"} {
+		c := ts.client(t, n+"@example.com/r")
+		c.join(n, "")
+		clients = append(clients, c)
+	}
+	owner.Elements()
+	for _, c := range clients {
+		c.Elements()
+	}
+	const each = 50
+	done := make(chan struct{})
+	for i, c := range clients {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for j := 0; j < each; j++ {
+				c.Input(`<message type='groupchat' to='` + room + `'><body>` + string(rune('a'+i)) + strings.Repeat("x", j%3) + `</body></message>`)
+			}
+		}()
+	}
+	for range clients {
+		<-done
+	}
+	var first []string
+	for _, c := range append(clients, owner) {
+		var seq []string
+		for _, el := range c.Elements() {
+			if b := el.Child(stanza.NSClient, "body"); b != nil && el.Attr("type") == "groupchat" {
+				seq = append(seq, el.Child(muc.NSSID, "stanza-id").Attr("id"))
+			}
+		}
+		if len(seq) != each*len(clients) {
+			t.Fatalf("%s got %d messages, want %d", c.jid, len(seq), each*len(clients))
+		}
+		if first == nil {
+			first = seq
+		} else if !slices.Equal(first, seq) {
+			t.Fatalf("%s saw another order", c.jid)
+		}
+	}
+}
+
+func TestArchiveExpiry(t *testing.T) {
+	ts := newServer(t, memory.New(), func(o *muc.Options) { o.ArchiveExpiry = time.Hour })
+	alice := ts.client(t, "alice@example.com/a")
+	alice.create("Alice")
+	alice.Input(`<message type='groupchat' to='` + room + `'><body>old</body></message>`)
+	ts.advance(50 * time.Minute)
+	alice.Input(`<message type='groupchat' to='` + room + `'><body>new</body></message>`)
+	alice.Elements()
+	ts.advance(20 * time.Minute)
+	ts.svc.Sweep(context.Background())
+	alice.Input(`<iq type='set' id='q' to='` + room + `'><query xmlns='urn:xmpp:mam:2'/></iq>`)
+	got := alice.Elements()
+	if len(got) != 2 || !strings.Contains(got[0].String(), ">new<") {
+		t.Fatalf("archive after expiry: %s", dump(got))
+	}
+	bob := ts.client(t, "bob@example.com/b")
+	for _, el := range bob.join("Bob", "") {
+		if b := el.Child(stanza.NSClient, "body"); b != nil && b.Text() == "old" {
+			t.Fatal("expired message in history")
+		}
 	}
 }

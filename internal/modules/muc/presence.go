@@ -40,7 +40,7 @@ func (r *Room) presence(ctx context.Context, st *module.Stanza, created bool) er
 func presencePayload(el *stanza.Element) []stanza.Node {
 	var out []stanza.Node
 	for _, n := range el.Children {
-		if n.Elem == nil || n.Elem.Space == NSMUC || n.Elem.Space == NSUser {
+		if n.Elem == nil || n.Elem.Space == NSMUC || n.Elem.Space == NSUser || n.Elem.Space == NSOccupant {
 			continue
 		}
 		out = append(out, n)
@@ -102,7 +102,7 @@ func (r *Room) join(ctx context.Context, st *module.Stanza, nick string, created
 	}
 	o := existing
 	if o == nil {
-		o = &Occupant{Nick: nick, Bare: bare, Role: r.defaultRole(aff)}
+		o = &Occupant{Nick: nick, Bare: bare, Role: r.defaultRole(aff), ID: r.svc.occupantID(r.jid.String(), bare.String())}
 		r.occupants[nick] = o
 	}
 	o.Sessions = append(o.Sessions, real)

@@ -117,6 +117,8 @@ type Occupant struct {
 	Bare     jid.JID
 	Sessions []jid.JID
 	Role     Role
+	// ID is the XEP-0421 occupant id.
+	ID string
 	// pres holds the children of the user's last presence to the room other than MUC
 	// payloads (show, status, priority, caps), shared by every broadcast of it.
 	pres []stanza.Node
@@ -156,10 +158,10 @@ type Room struct {
 	pendings  map[string]pending
 	// pendingOrder holds relayed request ids oldest first, to forget the oldest past the bound.
 	pendingOrder []string
-	locked    bool // created, not yet configured (XEP-0045 §10.1)
-	gone      bool // destroyed; stanzas find no room
-	out       []*stanza.Element
-	draining  bool
+	locked       bool // created, not yet configured (XEP-0045 §10.1)
+	gone         bool // destroyed; stanzas find no room
+	out          []*stanza.Element
+	draining     bool
 }
 
 func newRoom(s *Service, bare jid.JID, cfg RoomConfig) *Room {
@@ -263,8 +265,9 @@ func (r *Room) presenceOf(o *Occupant, typ string, withJID bool, codes []int, in
 	if typ != "" {
 		p.SetAttr("type", typ)
 	}
-	p.Children = make([]stanza.Node, 0, len(o.pres)+1)
+	p.Children = make([]stanza.Node, 0, len(o.pres)+2)
 	p.Children = append(p.Children, o.pres...)
+	p.AddChild(occupantIDElement(o.ID))
 	x := stanza.NewElement(NSUser, "x")
 	item := stanza.NewElement(NSUser, "item",
 		stanza.Attr{Name: "affiliation", Value: r.affOf(o.Bare).String()},
@@ -326,4 +329,8 @@ func (r *Room) broadcastPresence(o *Occupant, typ string, codes, selfCodes []int
 	for _, s := range gone {
 		r.queue(addressed(self, s.String()))
 	}
+}
+
+func occupantIDElement(id string) *stanza.Element {
+	return stanza.NewElement(NSOccupant, "occupant-id", stanza.Attr{Name: "id", Value: id})
 }

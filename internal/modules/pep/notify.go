@@ -9,6 +9,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"impetus/internal/module"
+	"impetus/internal/modules/blocking"
 	"impetus/internal/modules/caps"
 	"impetus/internal/modules/disco"
 	"impetus/internal/router"
@@ -39,6 +40,13 @@ func (p *Pep) wants(full jid.JID, node string, own bool) bool {
 		return own
 	}
 	return slices.Contains(p.Caps.Features(full), node+"+notify")
+}
+
+// blocked reports whether owner blocks the entity at to (XEP-0163 §4.3.3: no notifications to
+// an entity the owner blocks, XEP-0191).
+func (p *Pep) blocked(ctx context.Context, owner, to jid.JID) bool {
+	b := blocking.ForHost(p.h)
+	return b != nil && b.Blocks(ctx, owner, to)
 }
 
 // message wraps an event for one recipient (XEP-0163 §4.3.1: from the owner's bare JID).
@@ -89,7 +97,7 @@ func (p *Pep) notify(ctx context.Context, owner jid.JID, node string, cfg *Confi
 			ok = p.access(ctx, owner, full.Bare(), cfg) == nil
 			admitted[bare] = ok
 		}
-		if ok && p.wants(full, node, false) {
+		if ok && p.wants(full, node, false) && !p.blocked(ctx, owner, full) {
 			p.send(ctx, message(owner, full, ev))
 		}
 	}
@@ -214,6 +222,9 @@ func (p *Pep) sessionClosed(_ context.Context, s module.Session) {
 // sendLast sends to the resource full the last item of each of owner's nodes that it asked
 // for and may read, for nodes configured to send it on presence (XEP-0163 §4.3.3).
 func (p *Pep) sendLast(ctx context.Context, owner, full jid.JID, own bool) {
+	if !own && p.blocked(ctx, owner, full) {
+		return
+	}
 	all, err := p.store.All(ctx, owner.String())
 	if err != nil {
 		p.h.Log.Error("pep: reading nodes", "user", owner.String(), "err", err)
