@@ -129,6 +129,7 @@ listen:
     max_stanza_size: 262144
     shaper: none
     access: c2s
+    backlog: 1024
 shaper: {}
 shaper_rules: {}
 acl:
@@ -197,6 +198,7 @@ storage = "internal"
 log = { warn = "$dir/prosody.log" }
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
+network_settings = { tcp_backlog = 1024 }
 VirtualHost "localhost"
 	ssl = { certificate = "$dir/cert.pem"; key = "$dir/key.pem" }
 EOF
@@ -385,6 +387,8 @@ for key, r in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
     srv, ld = r.get("server_cpu_s", 0) / sec, r.get("load_cpu_s", 0) / sec
     if key[1] == "idle":
         why = "not a rate: memory measurement"
+    elif r.get("loadavg", 0) > 1.5 * cores and srv + ld < 0.85 * cores:
+        why = "machine (shared with other work: load %.1f)" % r.get("loadavg", 0)
     elif key[0] == "prosody" and srv >= 0.85:
         why = "server (one core)"
     elif srv >= 0.85 * cores:

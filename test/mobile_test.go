@@ -74,10 +74,19 @@ xmpp_listener {
 	if err := os.WriteFile(s.ConfigPath, []byte(config), 0o600); err != nil {
 		return nil, false, err
 	}
+	retry, err := launch(t, s)
+	if err != nil {
+		return nil, retry, fmt.Errorf("%w\nconfig:\n%s", err, config)
+	}
+	return &mobileServer{Server: s, DirectPort: direct}, false, nil
+}
+
+// launch runs the server process of s and waits until it listens.
+func launch(t *testing.T, s *Server) (bool, error) {
 	s.cmd = exec.Command(serverBin, "serve", "--config", s.ConfigPath, "--data", s.Dir)
 	s.cmd.Stdout, s.cmd.Stderr = s.stderr, s.stderr
 	if err := s.cmd.Start(); err != nil {
-		return nil, false, err
+		return false, err
 	}
 	go func() {
 		s.err = s.cmd.Wait()
@@ -86,14 +95,26 @@ xmpp_listener {
 	if err := s.waitReady(); err != nil {
 		s.kill()
 		out := s.Stderr()
-		return nil, strings.Contains(out, "address already in use"), fmt.Errorf("%w\nconfig:\n%s\nserver output:\n%s", err, config, out)
+		return strings.Contains(out, "address already in use"), fmt.Errorf("%w\nserver output:\n%s", err, out)
 	}
 	if err := s.loadCert(); err != nil {
 		s.kill()
-		return nil, false, fmt.Errorf("%w\nserver output:\n%s", err, s.Stderr())
+		return false, fmt.Errorf("%w\nserver output:\n%s", err, s.Stderr())
 	}
 	t.Cleanup(func() { s.stop(t) })
-	return &mobileServer{Server: s, DirectPort: direct}, false, nil
+	return false, nil
+}
+
+// restart stops the server and starts it again on the same configuration and data.
+func (m *mobileServer) restart(t *testing.T) {
+	t.Helper()
+	m.Stop(t)
+	old := m.Server
+	s := &Server{Dir: old.Dir, ConfigPath: old.ConfigPath, PasswdPath: old.PasswdPath, Port4: old.Port4, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	if _, err := launch(t, s); err != nil {
+		t.Fatalf("restarting impetus: %v", err)
+	}
+	m.Server = s
 }
 
 // runMobile runs one mobile.py scenario.

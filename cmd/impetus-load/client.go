@@ -30,6 +30,7 @@ type dialOptions struct {
 	tls      bool   // STARTTLS before authenticating
 	mech     string // SCRAM-SHA-1 or PLAIN
 	presence bool   // send initial presence after binding
+	roster   bool   // request the roster before initial presence, as a client that wants subscriptions does
 	sources  []net.IP
 	timeout  time.Duration // bound on the whole login
 }
@@ -157,6 +158,13 @@ func (c *client) negotiate(o *dialOptions, user, resource string) error {
 		}
 		if r.Attr("type") != "result" {
 			return fmt.Errorf("load: session failed: %s", r.String())
+		}
+	}
+	if o.roster {
+		// Servers send subscription requests and roster pushes only to resources that asked
+		// for the roster (RFC 6121 §2.1.6); the reply is read and ignored by the scenario.
+		if err := c.writeRaw("<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>"); err != nil {
+			return err
 		}
 	}
 	if o.presence {

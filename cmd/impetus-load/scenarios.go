@@ -314,7 +314,7 @@ func runChat(ctx context.Context, o *options) (*result, error) {
 func runPresence(ctx context.Context, o *options) (*result, error) {
 	var errs errorCount
 	d := o.dial
-	d.presence = true
+	d.presence, d.roster = true, true
 	cs := loginAll(ctx, o, &d, o.users, o.user, &errs)
 	defer closeAll(cs)
 	if errs.n > 0 {
@@ -324,6 +324,7 @@ func runPresence(ctx context.Context, o *options) (*result, error) {
 	}
 	bare := func(i int) string { return o.user(i%o.users) + "@" + o.dial.domain }
 	var subscribed, changes atomic.Int64
+	var stopping atomic.Bool
 	var lat latencies
 	var emu sync.Mutex
 	var wg sync.WaitGroup
@@ -337,7 +338,7 @@ func runPresence(ctx context.Context, o *options) (*result, error) {
 			for {
 				el, err := c.dec.ReadElement()
 				if err != nil {
-					if ctx.Err() == nil && !strings.Contains(err.Error(), "deadline") && !strings.Contains(err.Error(), "closed") {
+					if !stopping.Load() {
 						emu.Lock()
 						errs.add(fmt.Errorf("user %d: %w", i, err))
 						emu.Unlock()
@@ -390,6 +391,7 @@ func runPresence(ctx context.Context, o *options) (*result, error) {
 		}()
 	}
 	defer func() {
+		stopping.Store(true)
 		for _, c := range cs {
 			_ = c.nc.SetReadDeadline(time.Now())
 		}
@@ -447,6 +449,7 @@ func runPresence(ctx context.Context, o *options) (*result, error) {
 	if err := s.finish(r); err != nil {
 		return r, err
 	}
+	stopping.Store(true)
 	for _, c := range cs {
 		_ = c.nc.SetReadDeadline(time.Now())
 	}

@@ -400,6 +400,9 @@ func buildDomain(s *Scope, d *diag) *Domain {
 		d.errorf(o.Pos, "option %q: a component domain is served by the component, so it takes no XMPP_Role or XMPP_Service", o.Name)
 	}
 	dom.Service = strings.ToLower(dom.Service)
+	if dom.Service != "" && dom.Role != RoleServer {
+		d.errorf(s.Option("xmpp_service").Pos, "option %q needs XMPP_Role = \"server\" on %q", "xmpp_service", s.Name)
+	}
 	if dom.Service == "muc" {
 		dom.MUC = new(MUCService)
 		decodeInto(s, dom.MUC, d)

@@ -39,6 +39,9 @@ domain "#xmpp#conference.example.com" {
 	if _, _, err := Parse("t.conf", []byte(`domain "#xmpp#c.example" { XMPP_Role = "server" XMPP_Service = "pubsub" }`)); err == nil || !strings.Contains(strings.ToLower(err.Error()), "xmpp_service") {
 		t.Errorf("unknown service accepted: %v", err)
 	}
+	if _, _, err := Parse("t.conf", []byte(`domain "#xmpp#c.example" { XMPP_Role = "client" XMPP_Service = "muc" }`)); err == nil {
+		t.Error("a service on a remote domain accepted")
+	}
 	if _, _, err := Parse("t.conf", []byte(`domain "#xmpp#c.example" { XMPP_Role = "server" XMPP_Service = "muc" MUC_Default_Whois = "nobody" }`)); err == nil {
 		t.Error("invalid whois accepted")
 	}

@@ -157,6 +157,9 @@ type Host struct {
 	Storage storage.Backend
 	// Accounts tells whether an account exists.
 	Accounts router.Accounts
+	// DataDir is the server's data directory, for features that keep files (file upload). It
+	// is empty in tests that build hosts by hand.
+	DataDir string
 	// Config is the whole loaded configuration: the xmpp scope's limits, and sections that
 	// modules decode themselves (config.RegisterScope). It is nil in tests that build hosts by
 	// hand, where modules keep their defaults.
@@ -188,6 +191,7 @@ type Host struct {
 	sessionClosed   []func(ctx context.Context, s Session)
 	modules         []Module
 	service         ServiceFunc
+	infoForms       []*stanza.Element
 	provisioned     []func() error
 	accountItems    []AccountItemsFunc
 	itemsMu         sync.Mutex
@@ -332,6 +336,13 @@ func (h *Host) AddAccountFeature(ns string) {
 
 // AddIdentity advertises a disco identity of the server.
 func (h *Host) AddIdentity(id Identity) { h.identities = append(h.identities, id) }
+
+// AddInfoForm adds a XEP-0128 extended information form (a jabber:x:data form of type result
+// with a hidden FORM_TYPE) to the server's disco#info, such as XEP-0363's max-file-size.
+func (h *Host) AddInfoForm(form *stanza.Element) { h.infoForms = append(h.infoForms, form) }
+
+// InfoForms returns the extended information forms of the server's disco#info.
+func (h *Host) InfoForms() []*stanza.Element { return h.infoForms }
 
 // AddAccountIdentity advertises a disco identity of every account's bare JID, beside
 // account/registered (PEP's pubsub/pep, XEP-0163 §6).

@@ -167,6 +167,7 @@ func (s *Server) start(ctx context.Context) error {
 	for _, d := range domains {
 		h := module.NewHost(d, s.router, s.core, s.storage, acc, s.log.With("host", d))
 		h.Config = s.cfg
+		h.DataDir = s.opts.DataDir
 		h.Auth = s.authStore
 		mods := all.Standard
 		if dom := s.cfg.Domain(d); dom != nil && dom.Service != "" {

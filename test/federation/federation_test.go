@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -40,7 +41,8 @@ func federationRound(t *testing.T, withTLS bool) {
 	ejb := startEjabberd(t, a, withTLS)
 	t.Logf("impetus %s, prosody %s, ejabberd %s, TLS on server streams: %v", imp.addr, pro.addr, ejb.addr, withTLS)
 	defer func() {
-		if t.Failed() {
+		// FEDERATION_LOGS=1 shows the logs of a passing run too.
+		if t.Failed() || os.Getenv("FEDERATION_LOGS") != "" {
 			t.Logf("impetus log:\n%s", tail(imp.log(), 15000))
 			t.Logf("prosody log:\n%s", tail(pro.log(), 8000))
 			t.Logf("ejabberd log:\n%s", tail(ejb.log(), 40000))
@@ -58,8 +60,8 @@ func federationRound(t *testing.T, withTLS bool) {
 		}{
 			{pro, "alice", "bob", "initiator"},
 			{pro, "dave", "bob2", "responder"},
-			{ejb, "alice", "carol", "initiator"},
-			{ejb, "dave", "carol2", "responder"},
+			{ejb, "erin", "carol", "initiator"},
+			{ejb, "frank", "carol2", "responder"},
 		} {
 			name := "impetus-" + c.impRole + "-with-" + c.peer.domain
 			t.Run(name, func(t *testing.T) {

@@ -38,7 +38,7 @@ func startImpetus(t *testing.T, a addrSet) *server {
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, "passwd"), []byte("alice:"+password+"\ndave:"+password+"\n"), "")
+	writeFile(t, filepath.Join(dir, "passwd"), []byte("alice:"+password+"\ndave:"+password+"\nerin:"+password+"\nfrank:"+password+"\n"), "")
 	conf := fmt.Sprintf(`xmpp {
   debug_level = "DEBUG"
   s2s_remote_domains = "listed"

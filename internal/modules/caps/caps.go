@@ -160,6 +160,7 @@ func (c *Caps) computeSelf() error {
 		info.Identities = append(info.Identities, Identity{Category: id.Category, Type: id.Type, Name: id.Name})
 	}
 	info.Features = c.h.Features()
+	info.Forms = c.h.InfoForms()
 	ver, err := info.Ver("sha-1")
 	if err != nil {
 		return err

@@ -112,11 +112,11 @@ func runNodes(ctx context.Context, fns []NodeFunc, owner, requester jid.JID, nod
 func (d *Disco) serverInfo(ctx context.Context, iq *module.IQ) (*stanza.Element, error) {
 	node := iq.Payload.Attr("node")
 	if node == "" {
-		return infoResult(d.host.Identities(), d.host.Features()), nil
+		return withForms(infoResult(d.host.Identities(), d.host.Features()), d.host.InfoForms()), nil
 	}
 	if c := caps.ForHost(d.host); c != nil && node == c.ServerNode() {
 		// The node#ver of the server's own caps names the same information (XEP-0115 §6.2).
-		q := infoResult(d.host.Identities(), d.host.Features())
+		q := withForms(infoResult(d.host.Identities(), d.host.Features()), d.host.InfoForms())
 		q.SetAttr("node", node)
 		return q, nil
 	}
@@ -214,6 +214,14 @@ func infoResult(ids []module.Identity, features []string) *stanza.Element {
 	}
 	for _, f := range features {
 		q.AddChild(stanza.NewElement(NSInfo, "feature", stanza.Attr{Name: "var", Value: f}))
+	}
+	return q
+}
+
+// withForms appends XEP-0128 extended information forms to a disco#info result.
+func withForms(q *stanza.Element, forms []*stanza.Element) *stanza.Element {
+	for _, f := range forms {
+		q.AddChild(f.Copy())
 	}
 	return q
 }
