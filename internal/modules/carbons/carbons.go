@@ -139,7 +139,9 @@ func wrap(kind string, el *stanza.Element, user, to jid.JID) *stanza.Element {
 	if t := el.Attr("type"); t != "" {
 		m.SetAttr("type", t)
 	}
-	fwd := stanza.NewElement(NSForward, "forwarded").AddChild(el)
+	// A copy: the original keeps changing after this (hooks add and strip stanza ids), while the
+	// carbon may wait in a queue (client state indication, stream management) before it is written.
+	fwd := stanza.NewElement(NSForward, "forwarded").AddChild(el.Copy())
 	return m.AddChild(stanza.NewElement(NS, kind).AddChild(fwd))
 }
 
