@@ -32,6 +32,7 @@ run: build
 
 test-deps:
 	./scripts/test-deps.sh
+	./scripts/browser-deps.sh
 	./scripts/peers.sh
 	./scripts/postgres.sh > .postgres.env
 

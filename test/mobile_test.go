@@ -273,3 +273,24 @@ func TestDirectTLSByHand(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectTLSServerStream opens a server-to-server stream on the direct TLS port with ALPN
+// xmpp-server: it reaches the server-stream handler already encrypted, so no STARTTLS is offered.
+func TestDirectTLSServerStream(t *testing.T) {
+	srv := startMobileServer(t, mobileUsers, "")
+	c, err := dialDirect(t, srv.DirectPort, "xmpp-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.conn.ConnectionState().NegotiatedProtocol; p != "xmpp-server" {
+		t.Fatalf("ALPN %q", p)
+	}
+	c.send(`<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='remote.example' to='localhost' version='1.0'>`)
+	f := c.until("</stream:features>")
+	if !strings.Contains(f, `xmlns="jabber:server"`) && !strings.Contains(f, `jabber:server`) {
+		t.Fatalf("not a server stream: %s", f)
+	}
+	if strings.Contains(f, "starttls") {
+		t.Fatalf("STARTTLS offered on a direct TLS server stream: %s", f)
+	}
+}

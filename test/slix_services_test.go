@@ -2,10 +2,10 @@ package test
 
 import (
 	"bufio"
-	"crypto/sha1"
-	"encoding/hex"
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"

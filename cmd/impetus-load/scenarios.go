@@ -133,6 +133,8 @@ func runIdle(ctx context.Context, o *options) (*result, error) {
 		r.PerSession = float64(r.RSSAfter-r.RSSBefore) / float64(live)
 	}
 	if o.hold > 0 {
+		// Tell whoever profiles the server that the sessions are up and measured.
+		fmt.Fprintf(os.Stderr, "idle: %d sessions measured; holding them for %v\n", live, o.hold)
 		select {
 		case <-time.After(o.hold):
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"slices"
 	"time"
 
 	"impetus/internal/tlsconf"
@@ -19,9 +20,23 @@ const (
 // DirectTLSConfig returns the configuration for a direct TLS port (XEP-0368): base, offering
 // the xmpp-client and xmpp-server ALPN protocols. A client that offers ALPN without either is
 // refused in the handshake (RFC 7301 §3.2); one that offers none is served.
+//
+// A server (ALPN xmpp-server only) is asked for its certificate, as after STARTTLS on a server
+// stream, so that SASL EXTERNAL (XEP-0178) can be offered to it; the handshake does not fail
+// when it presents none or one that does not verify.
 func DirectTLSConfig(base *tls.Config) *tls.Config {
 	c := base.Clone()
 	c.NextProtos = []string{ALPNClient, ALPNServer}
+	if c.ClientAuth == tls.NoClientCert && c.GetConfigForClient == nil {
+		srv := c.Clone()
+		srv.ClientAuth = tls.RequestClientCert
+		c.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			if slices.Contains(h.SupportedProtos, ALPNServer) && !slices.Contains(h.SupportedProtos, ALPNClient) {
+				return srv, nil
+			}
+			return nil, nil
+		}
+	}
 	return c
 }
 

@@ -245,7 +245,10 @@ func (s *Session) startTLS() error {
 		return c, err
 	}
 	conf.Certificates = nil
-	tc := tls.Server(s.nc, conf)
+	// TLS reads the socket one record at a time, so that an idle bound stream can wait for
+	// input on the socket itself (idle.go).
+	s.rec = newRecordReader(s.nc)
+	tc := tls.Server(s.rec, conf)
 	if err := tc.HandshakeContext(context.Background()); err != nil {
 		s.log.Info("TLS handshake failed", "err", err)
 		tc.Close()
@@ -533,6 +536,7 @@ func (s *Session) bindLoop(ctx context.Context) error {
 		}
 		s.jid = full
 		s.w = transport.NewWriter(s.nc, s.cfg.MaxQueue, 0, s.writerFailed)
+		s.attachOutput()
 		reply := stanza.ResultReply(el, stanza.NewElement(stanza.NSBind, "bind").AddChild(
 			stanza.NewElement(stanza.NSBind, "jid").AddText(full.String())))
 		reply.RemoveAttr("from")

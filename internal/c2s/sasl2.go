@@ -396,6 +396,7 @@ func (s *Session) bind2(ctx context.Context, b *stanza.Element, succ *stanza.Ele
 		}
 	}
 	s.w = transport.NewWriter(s.nc, s.cfg.MaxQueue, 0, s.writerFailed)
+	s.attachOutput()
 	var enableCarbons bool
 	for c := range b.Elements() {
 		switch {

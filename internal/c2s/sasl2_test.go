@@ -258,7 +258,7 @@ func TestSASL2FailureThenLegacyBind(t *testing.T) {
 // scramClient is a hand-written SCRAM-SHA-256 client that checks the XEP-0474 hash.
 type scramClient struct {
 	user, pass, cnonce, bare string
-	serverSig            []byte
+	serverSig                []byte
 }
 
 func (c *scramClient) first() string {
@@ -282,7 +282,11 @@ func (c *scramClient) final(t *testing.T, serverFirst string, wantH string) stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	mac := func(key []byte, s string) []byte { m := hmac.New(sha256.New, key); m.Write([]byte(s)); return m.Sum(nil) }
+	mac := func(key []byte, s string) []byte {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(s))
+		return m.Sum(nil)
+	}
 	without := "c=biws,r=" + attrs["r"]
 	authMsg := c.bare + "," + serverFirst + "," + without
 	clientKey := mac(salted, "Client Key")

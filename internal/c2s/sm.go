@@ -32,6 +32,8 @@ const (
 	NSCSI = "urn:xmpp:csi:0"
 	// nsChatStates is XEP-0085, whose notifications alone are not worth waking a client for.
 	nsChatStates = "http://jabber.org/protocol/chatstates"
+	// nsPubSubEvent carries PEP notifications, which can wait for an inactive client too.
+	nsPubSubEvent = "http://jabber.org/protocol/pubsub#event"
 )
 
 // outState is a session's output once stream management or client state indication is on.
@@ -85,8 +87,8 @@ func (s *Session) mobileFeatures(f *stanza.Element) {
 	}
 }
 
-// output returns the session's outState, creating it on first use. Only the read goroutine
-// of the attached connection calls it.
+// output returns the session's outState, creating it when missing. Only the read goroutine of
+// the attached connection calls it.
 func (s *Session) output(conn *Session) *outState {
 	if o := s.out.Load(); o != nil {
 		return o
@@ -94,6 +96,15 @@ func (s *Session) output(conn *Session) *outState {
 	o := &outState{s: s, conn: conn}
 	s.out.Store(o)
 	return o
+}
+
+// attachOutput gives a session that is being bound its outState when stream management or
+// client state indication may be used, before the session is reachable: every stanza then takes
+// the same path, so none can slip past the count between <enable/> and <enabled/>.
+func (s *Session) attachOutput() {
+	if s.cfg.SM.Enabled || s.cfg.SM.CSI {
+		s.output(s)
+	}
 }
 
 // deliver is Deliver once an outState exists.
@@ -198,7 +209,7 @@ func (s *Session) write(el *stanza.Element) {
 	if err == transport.ErrQueueFull {
 		_ = s.nc.SetWriteDeadline(time.Now())
 	}
-	if ob := s.cfg.Observer; ob != nil && err == nil && el.Space == stanza.NSClient {
+	if ob := s.cfg.Observer; ob != nil && err == nil && stanza.IsStanza(el, el.Space) {
 		ob.StanzaDelivered(s.remote, el)
 	}
 }
@@ -221,17 +232,27 @@ func (o *outState) holdBack(el *stanza.Element) bool {
 		if el.Attr("type") == "error" || el.Child(stanza.NSClient, "body") != nil || el.Child(stanza.NSClient, "subject") != nil {
 			return false
 		}
-		onlyState := false
+		// Only a chat state, or only a PEP notification (XEP-0163), of which the latest per
+		// sender (and node) is kept.
+		var only *stanza.Element
 		for c := range el.Elements() {
-			if c.Space != nsChatStates {
+			if only != nil || (c.Space != nsChatStates && !(c.Space == nsPubSubEvent && c.Local == "event")) {
 				return false
 			}
-			onlyState = true
+			only = c
 		}
-		if !onlyState {
+		switch {
+		case only == nil:
 			return false
+		case only.Space == nsChatStates:
+			key = "c " + el.Attr("from")
+		default:
+			node := ""
+			if items := only.Child(nsPubSubEvent, "items"); items != nil {
+				node = items.Attr("node")
+			}
+			key = "e " + el.Attr("from") + " " + node
 		}
-		key = "c " + el.Attr("from")
 	default:
 		return false
 	}
@@ -483,7 +504,7 @@ func (s *Session) detach() bool {
 		o.mu.Unlock()
 		return other
 	}
-	if !o.sm || o.id == "" || o.ended || o.replaced || !s.lost {
+	if !o.sm || o.id == "" || o.ended || o.replaced || !s.lost || s.cfg.Streams == nil || s.cfg.Streams.closing.Load() {
 		o.mu.Unlock()
 		return false
 	}

@@ -280,9 +280,12 @@ func TestCSIHoldsBackUnimportantTraffic(t *testing.T) {
 	b.send(`<presence to='alice@localhost/r1'><status>first</status></presence>` +
 		`<presence to='alice@localhost/r1'><status>second</status></presence>` +
 		`<message to='alice@localhost/r1' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>` +
+		`<message to='alice@localhost/r1' type='headline'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:xmpp:avatar:metadata'><item id='old'/></items></event></message>` +
+		`<message to='alice@localhost/r1' type='headline'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:xmpp:avatar:metadata'><item id='new'/></items></event></message>` +
 		`<message to='alice@localhost/r1' type='chat'><body>wake up</body></message>`)
 	got := a.until("wake up")
-	if strings.Contains(got, "first") || !strings.Contains(got, "second") || !strings.Contains(got, "composing") {
+	if strings.Contains(got, "first") || !strings.Contains(got, "second") || !strings.Contains(got, "composing") ||
+		strings.Contains(got, `id="old"`) || !strings.Contains(got, `id="new"`) {
 		t.Fatalf("flushed: %s", got)
 	}
 	if strings.Index(got, "second") > strings.Index(got, "wake up") {
@@ -291,4 +294,52 @@ func TestCSIHoldsBackUnimportantTraffic(t *testing.T) {
 	b.send(`<presence to='alice@localhost/r1'><status>third</status></presence>`)
 	a.send(`<active xmlns='urn:xmpp:csi:0'/>`)
 	a.until("third")
+}
+
+func TestSMRequestAfterInterval(t *testing.T) {
+	cfg := smTestConfig()
+	cfg.RequestInterval = 10 * time.Millisecond
+	srv := newSMServer(t, cfg, "alice", "bob")
+	a := srv.dial(t)
+	a.login("alice", "r1")
+	a.send(`<enable xmlns='urn:xmpp:sm:3'/>`)
+	a.until("<enabled")
+	b := srv.dial(t)
+	b.login("bob", "r1")
+	b.send(`<message to='alice@localhost/r1' type='chat'><body>one</body></message>`)
+	// One stanza is below request_every; the interval alone brings the request.
+	if got := a.until(`<r xmlns="urn:xmpp:sm:3"/>`); !strings.Contains(got, "one</body>") {
+		t.Fatalf("request: %s", got)
+	}
+	a.send(`<a xmlns='urn:xmpp:sm:3' h='1'/><iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	a.until(`id="p1"`)
+}
+
+func TestSMQueueBoundEndsSession(t *testing.T) {
+	cfg := smTestConfig()
+	cfg.MaxUnacked = 2
+	srv := newSMServer(t, cfg, "alice", "bob")
+	a := srv.dial(t)
+	a.login("alice", "r1")
+	a.send(`<presence/><enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
+	a.until("<enabled")
+	b := srv.dial(t)
+	b.login("bob", "r1")
+	for i := range 3 {
+		b.send(fmt.Sprintf(`<message to='alice@localhost/r1' type='chat'><body>m%d</body></message>`, i))
+	}
+	if got := a.until("</stream:stream>"); !strings.Contains(got, "policy-violation") {
+		t.Fatalf("overflow: %s", got)
+	}
+	// None of the three is lost: the session ended, so they go to offline storage.
+	for i := range 3 {
+		select {
+		case el := <-srv.offline:
+			if !strings.Contains(el.String(), "<body>m") {
+				t.Fatalf("offline got %s", el)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of 3 messages stored", i)
+		}
+	}
 }

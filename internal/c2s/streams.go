@@ -3,6 +3,7 @@ package c2s
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"impetus/internal/stanza"
 )
@@ -15,6 +16,9 @@ type Streams struct {
 	// resumable holds the sessions that may be resumed (XEP-0198), by resumption id, whether
 	// their connection is up or they are hibernated.
 	resumable map[string]*Session
+	// closing is set once the server shuts down: sessions no longer hibernate then, since
+	// nobody could resume them.
+	closing atomic.Bool
 }
 
 func (t *Streams) add(s *Session) {
@@ -42,6 +46,7 @@ func (t *Streams) Len() int {
 // CloseAll ends every live stream with serr, and every hibernated session: their
 // unacknowledged messages go to offline storage before the server stops.
 func (t *Streams) CloseAll(serr *stanza.StreamError) {
+	t.closing.Store(true)
 	defer t.endHibernated()
 	t.mu.Lock()
 	all := make([]*Session, 0, len(t.set))

@@ -508,11 +508,15 @@ func (h *Host) HandlePreAuthIQ(space, local string, fn PreAuthFunc) {
 }
 
 // PreAuthIQ returns the handler for an iq payload before authentication, or nil.
-func (h *Host) PreAuthIQ(space, local string) PreAuthFunc { return h.preAuthIQ[[2]string{space, local}] }
+func (h *Host) PreAuthIQ(space, local string) PreAuthFunc {
+	return h.preAuthIQ[[2]string{space, local}]
+}
 
 // AddPreAuthFeature advertises el in the stream features offered before authentication, on
 // streams that are encrypted or allowed to authenticate in clear.
-func (h *Host) AddPreAuthFeature(el *stanza.Element) { h.preAuthFeatures = append(h.preAuthFeatures, el) }
+func (h *Host) AddPreAuthFeature(el *stanza.Element) {
+	h.preAuthFeatures = append(h.preAuthFeatures, el)
+}
 
 // PreAuthFeatures returns the features of AddPreAuthFeature. The elements are shared.
 func (h *Host) PreAuthFeatures() []*stanza.Element { return h.preAuthFeatures }

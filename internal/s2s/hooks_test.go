@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"impetus/internal/c2s"
 	"impetus/internal/metrics"
 	"impetus/internal/stanza"
 	"impetus/internal/xmlstream"
@@ -225,18 +226,20 @@ func TestServerStreamLimits(t *testing.T) {
 }
 
 // A server stream on a connection that was TLS from its first byte (XEP-0368, a Listen with
-// tls = "direct") is used as after STARTTLS: no STARTTLS offered, dialback works on it.
+// tls = "direct", whose configuration c2s.DirectTLSConfig makes) is used as after STARTTLS:
+// no STARTTLS offered, the peer's certificate asked for so that SASL EXTERNAL is offered when
+// it validates, and dialback works on it.
 func TestDirectTLSInbound(t *testing.T) {
 	ca := newTestCA(t)
 	n := newNetwork()
 	a := n.add(t, func(c *Config) { c.Secret = func(string) []byte { return []byte("a secret") } }, "a.test")
-	b := n.add(t, nil, "b.test")
+	b := n.add(t, func(c *Config) { c.Roots = ca.pool }, "b.test")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	srvConf := &tls.Config{Certificates: []tls.Certificate{*ca.issue(t, "b.test")}, NextProtos: []string{"xmpp-client", "xmpp-server"}}
+	srvConf := c2s.DirectTLSConfig(&tls.Config{Certificates: []tls.Certificate{*ca.issue(t, "b.test")}, MinVersion: tls.VersionTLS12})
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -256,7 +259,9 @@ func TestDirectTLSInbound(t *testing.T) {
 		}
 		b.m.Serve(context.Background(), tc, dec, hdr, srvConf)
 	}()
-	tc, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"xmpp-server"}}) //nolint:gosec // test certificate
+	tc, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ //nolint:gosec // test certificate
+		InsecureSkipVerify: true, NextProtos: []string{"xmpp-server"}, Certificates: []tls.Certificate{*ca.issue(t, "a.test")},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +278,7 @@ func TestDirectTLSInbound(t *testing.T) {
 	}
 	p.id = hdr.ID
 	f := p.read()
-	if f.Child(stanza.NSTLS, "starttls") != nil || f.Child(NSDialbackFeature, "dialback") == nil {
+	if f.Child(stanza.NSTLS, "starttls") != nil || f.Child(NSDialbackFeature, "dialback") == nil || !offersExternal(f) {
 		t.Fatalf("features on a direct TLS stream: %s", f)
 	}
 	if r := p.result("a.test", "b.test", Key([]byte("a secret"), "b.test", "a.test", p.id)); r.Attr("type") != "valid" {
@@ -284,4 +289,94 @@ func TestDirectTLSInbound(t *testing.T) {
 		t.Fatalf("routed %s", got)
 	}
 	_ = a
+}
+
+// inboundPairs lists, per inbound stream of nd, how many domain pairs are verified on it.
+func inboundPairs(nd *node) []int {
+	nd.m.mu.Lock()
+	defer nd.m.mu.Unlock()
+	var out []int
+	for s := range nd.m.in {
+		s.mu.Lock()
+		out = append(out, len(s.verified))
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// A second local domain sending to the same peer joins the connection the first one opened
+// (sender multiplexing, XEP-0220 §2.6.1) when the peer handles dialback errors; a pair the
+// peer refuses bounces its stanzas and leaves the connection to the others; when the shared
+// connection ends, the next stanza opens a new one.
+func TestOutboundMultiplexing(t *testing.T) {
+	n := newNetwork()
+	a := n.add(t, func(c *Config) { c.Secret = func(d string) []byte { return []byte("secret of " + d) } }, "a.test", "a2.test", "a3.test")
+	b := n.add(t, func(c *Config) { c.RemoteAllowed = func(d string) bool { return d != "a3.test" } }, "b.test")
+	if err := send(t, a, message("alice@a.test", "bob@b.test", "1")); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, b)
+	// The connection is offered to other local domains right after its first stanzas left.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.m.mu.Lock()
+		h := a.m.links["b.test"]
+		a.m.mu.Unlock()
+		if h != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection to b.test is not offered for multiplexing")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := send(t, a, message("ann@a2.test", "bob@b.test", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, b); got.Attr("from") != "ann@a2.test" {
+		t.Fatalf("routed %s", got)
+	}
+	if pairs := inboundPairs(b); len(pairs) != 1 || pairs[0] != 2 {
+		t.Fatalf("inbound streams at b with their verified pairs: %v, want one stream with two", pairs)
+	}
+	// b refuses a3.test: its stanza bounces, and the other pairs keep the connection.
+	if err := send(t, a, message("amy@a3.test", "bob@b.test", "3")); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, a); got.Attr("type") != "error" || got.Attr("to") != "amy@a3.test" || stanza.ParseError(got).Condition != "policy-violation" {
+		t.Fatalf("bounce %s", got)
+	}
+	if err := send(t, a, message("ann@a2.test", "bob@b.test", "4")); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, b); got.Child(stanza.NSClient, "body").Text() != "4" {
+		t.Fatalf("routed %s", got)
+	}
+	if pairs := inboundPairs(b); len(pairs) != 1 {
+		t.Fatalf("inbound streams at b: %v", pairs)
+	}
+	// The shared connection ends: both pairs are forgotten, and a2.test opens its own.
+	a.m.mu.Lock()
+	host := a.m.out[pair{"a.test", "b.test"}]
+	a.m.mu.Unlock()
+	host.close(nil, false)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		a.m.mu.Lock()
+		open := len(a.m.out)
+		a.m.mu.Unlock()
+		if open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d outbound pairs left after their connection ended", open)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := send(t, a, message("ann@a2.test", "bob@b.test", "5")); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, b); got.Child(stanza.NSClient, "body").Text() != "5" {
+		t.Fatalf("routed %s", got)
+	}
 }

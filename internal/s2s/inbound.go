@@ -174,9 +174,9 @@ func (s *inStream) open(hdr *xmlstream.Header) error {
 	// under the lock.
 	s.mu.Lock()
 	s.local, s.remote = to, from
+	s.log = s.baseLog.With("local", s.local, "remote", s.remote)
 	s.mu.Unlock()
 	s.ns = hdr.Namespaces["db"] == stanza.NSDialback
-	s.log = s.baseLog.With("local", s.local, "remote", s.remote)
 	if !versionAtLeast1(hdr.Version) {
 		// A pre-1.0 peer gets no features and goes straight to dialback.
 		s.write(nil)
@@ -371,13 +371,14 @@ func (s *inStream) dialbackResult(el *stanza.Element) error {
 	}
 	s.pending[p] = true
 	s.mu.Unlock()
-	id := s.c.id
+	// The verification runs beside the read goroutine, which owns these.
+	id, log, encrypted := s.c.id, s.log, s.c.tlsState != nil
 	s.m.wg.Add(1)
 	go func() {
 		defer s.m.wg.Done()
 		defer func() {
 			if r := recover(); r != nil {
-				s.log.Error("dialback verification panicked", "panic", r)
+				log.Error("dialback verification panicked", "panic", r)
 				s.closeWith(stanza.NewStreamError("internal-server-error", ""))
 			}
 		}()
@@ -395,10 +396,10 @@ func (s *inStream) dialbackResult(el *stanza.Element) error {
 		case serr != nil:
 			reply("error", dbError(serr.Condition, serr.Text))
 		case valid:
-			s.log.Info("peer verified with dialback", "pair_local", to, "pair_remote", from, "tls", s.c.tlsState != nil)
+			log.Info("peer verified with dialback", "pair_local", to, "pair_remote", from, "tls", encrypted)
 			reply("valid", nil)
 		default:
-			s.log.Info("dialback key refused", "pair_local", to, "pair_remote", from)
+			log.Info("dialback key refused", "pair_local", to, "pair_remote", from)
 			reply("invalid", nil)
 		}
 	}()
@@ -494,7 +495,9 @@ func (s *inStream) fail(err error) {
 func (s *inStream) closeWith(serr *stanza.StreamError) {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
+		// Another goroutine (shutdown) may close the stream while its header is read.
 		w, hdrNeeded, nc := s.w, s.hdrPending, s.c.nc
+		local, remote, id, log := s.local, s.remote, s.c.id, s.log
 		s.hdrPending = false
 		wasUp := s.up
 		s.up, s.ended = false, true
@@ -503,11 +506,11 @@ func (s *inStream) closeWith(serr *stanza.StreamError) {
 			metrics.Default.S2SLinkDown(metrics.Inbound)
 		}
 		if serr != nil {
-			s.log.Info("closing server stream with error", "condition", serr.Condition, "text", serr.Text)
+			log.Info("closing server stream with error", "condition", serr.Condition, "text", serr.Text)
 		}
 		var b []byte
 		if hdrNeeded {
-			b = appendHeader(b, s.local, s.remote, s.c.id)
+			b = appendHeader(b, local, remote, id)
 		}
 		flush := 200 * time.Millisecond // enough for the end tag; the peer may not read any more
 		if serr != nil {

@@ -31,10 +31,17 @@ const (
 // outStream is the outbound stream of one (local domain, remote domain) pair. While it is being
 // set up, stanzas wait in queue as elements, so a failure can bounce each of them; once it is up
 // they are serialized straight into the writer.
+//
+// A pair either owns its connection or, with sender multiplexing (XEP-0220 §2.6.1), shares the
+// connection of another local domain's stream to the same remote domain, its host: then c and
+// w are the host's, and the pair ends when the host's connection does.
 type outStream struct {
 	m *Manager
 	pair
-	lastUse atomic.Int64 // unix nanoseconds of the last stanza
+	lastUse atomic.Int64  // unix nanoseconds of the last stanza
+	host    *outStream    // the stream whose connection this pair shares, or nil
+	done    chan struct{} // closed when the pair's goroutine returns
+	ended   chan struct{} // closed by close, for a multiplexed pair's goroutine
 
 	mu    sync.Mutex
 	state int
@@ -44,12 +51,15 @@ type outStream struct {
 	idle  *time.Timer
 	// remoteAddr is the peer's address as observers expect it, set with w.
 	remoteAddr string
+	// joining maps the local domains whose dialback on this connection awaits the peer's
+	// answer to where the answer goes; only a stream that owns its connection has it.
+	joining map[string]chan *stanza.Element
 
 	closeOnce sync.Once
 }
 
 func newOutStream(m *Manager, p pair) *outStream {
-	s := &outStream{m: m, pair: p}
+	s := &outStream{m: m, pair: p, done: make(chan struct{}), ended: make(chan struct{})}
 	s.lastUse.Store(time.Now().UnixNano())
 	return s
 }
@@ -66,7 +76,12 @@ func (s *outStream) enqueue(el *stanza.Element) error {
 		// The caller may reuse el once Send returns.
 		s.queue = append(s.queue, el.Copy())
 	case stateUp:
-		s.lastUse.Store(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		s.lastUse.Store(now)
+		if s.host != nil {
+			// The shared connection is in use as long as any of its pairs is.
+			s.host.lastUse.Store(now)
+		}
 		s.m.cfg.Observer.StanzaDelivered(s.remoteAddr, el)
 		err := s.w.Append(func(dst []byte) []byte {
 			return convertNS(el, stanza.NSClient, stanza.NSServer).AppendXML(dst, stanza.NSServer)
@@ -84,17 +99,27 @@ func (s *outStream) enqueue(el *stanza.Element) error {
 }
 
 // run sets the stream up, then reads what the peer sends on it until it ends.
-func (s *outStream) run() {
+// start runs the pair: on h's connection when h is set and still up, else on its own.
+func (s *outStream) start(h *outStream) {
 	defer s.m.wg.Done()
-	log := s.m.cfg.Log.With("local", s.local, "remote", s.remote, "dir", "out")
+	defer close(s.done)
 	defer func() {
 		// A bug must cost one stream, not the server.
 		if r := recover(); r != nil {
-			log.Error("outbound stream panicked", "panic", r)
+			s.m.cfg.Log.Error("outbound stream panicked", "local", s.local, "remote", s.remote, "panic", r)
 			s.close(stanza.NewStreamError("internal-server-error", ""), false)
 			s.fail(errors.New("internal error"))
 		}
 	}()
+	if h != nil && s.runMultiplexed(h) {
+		return
+	}
+	s.run()
+}
+
+// run opens the pair's own connection, authenticates it and reads from it until it ends.
+func (s *outStream) run() {
+	log := s.m.cfg.Log.With("local", s.local, "remote", s.remote, "dir", "out")
 	ctx, cancel := context.WithTimeout(s.m.ctx, s.m.cfg.ConnectTimeout)
 	c, feats, err := s.m.open(ctx, s.local, s.remote)
 	if err == nil {
@@ -136,6 +161,9 @@ func (s *outStream) run() {
 	s.mu.Unlock()
 	s.m.mu.Lock()
 	delete(s.m.backoff, s.pair)
+	if multiplexable(feats) && s.m.links[s.remote] == nil && s.m.out[s.pair] == s {
+		s.m.links[s.remote] = s
+	}
 	s.m.mu.Unlock()
 	log.Info("outbound stream established", "tls", c.tlsState != nil)
 	s.readLoop(c, log)
@@ -157,6 +185,16 @@ func (s *outStream) readLoop(c *conn, log *slog.Logger) {
 		case el.Space == stanza.NSDialback && el.Local == "verify" && el.Attr("type") == "":
 			reply := s.m.authoritative(el)
 			_ = s.w.Append(func(dst []byte) []byte { return reply.AppendXML(dst, stanza.NSServer) })
+		case el.Space == stanza.NSDialback && el.Local == "result" && el.Attr("type") != "" && el.Attr("from") == s.remote:
+			// The answer to a multiplexed pair's dialback; one nobody waits for is ignored
+			// (XEP-0220 §6: unsolicited answers prove nothing).
+			s.mu.Lock()
+			ch := s.joining[el.Attr("to")]
+			delete(s.joining, el.Attr("to"))
+			s.mu.Unlock()
+			if ch != nil {
+				ch <- el
+			}
 		case el.Space == stanza.NSStream && el.Local == "error":
 			log.Debug("peer sent a stream error", "error", el.String())
 			return
@@ -213,11 +251,19 @@ func (s *outStream) close(serr *stanza.StreamError, peerGone bool) {
 		return
 	}
 	w, c := s.w, s.c
+	wasClosed := s.state == stateClosed
 	s.state = stateClosed
 	if s.idle != nil {
 		s.idle.Stop()
 	}
 	s.mu.Unlock()
+	if s.host != nil {
+		// A multiplexed pair leaves the shared connection to its host.
+		if !wasClosed {
+			close(s.ended)
+		}
+		return
+	}
 	if w == nil {
 		return
 	}
@@ -237,6 +283,103 @@ func (s *outStream) close(serr *stanza.StreamError, peerGone bool) {
 		w.Close(flush)
 		c.nc.Close()
 	})
+}
+
+// multiplexable reports whether other local domains may join a stream with these features:
+// the peer handles dialback errors (XEP-0220 §2.4), so a refused pair does not end the stream
+// the other pairs use.
+func multiplexable(feats *stanza.Element) bool {
+	if feats == nil {
+		return false
+	}
+	db := feats.Child(NSDialbackFeature, "dialback")
+	return db != nil && db.Child(NSDialbackFeature, "errors") != nil
+}
+
+// runMultiplexed sets up the pair on h's connection (sender multiplexing, XEP-0220 §2.6.1):
+// it sends a <db:result/> for its local domain there and, once the peer says valid, writes to
+// h's connection until that or the pair ends. It reports false, having done nothing, when h's
+// connection is gone already.
+func (s *outStream) runMultiplexed(h *outStream) bool {
+	log := s.m.cfg.Log.With("local", s.local, "remote", s.remote, "dir", "out")
+	answer := make(chan *stanza.Element, 1)
+	h.mu.Lock()
+	ok := h.state == stateUp && h.joining[s.local] == nil
+	if ok {
+		if h.joining == nil {
+			h.joining = make(map[string]chan *stanza.Element)
+		}
+		h.joining[s.local] = answer
+		s.host = h
+		// Observers and the idle check see the host's address and connection.
+		s.c, s.remoteAddr = h.c, h.remoteAddr
+	}
+	h.mu.Unlock()
+	if !ok {
+		return false
+	}
+	key := Key(s.m.dialbackSecret(s.local), s.remote, s.local, h.c.id)
+	req := stanza.NewElement(stanza.NSDialback, "result", stanza.Attr{Name: "from", Value: s.local}, stanza.Attr{Name: "to", Value: s.remote}).AddText(key)
+	_ = h.w.Append(func(dst []byte) []byte { return req.AppendXML(dst, stanza.NSServer) })
+	timer := time.NewTimer(s.m.cfg.ConnectTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case res := <-answer:
+		switch res.Attr("type") {
+		case "valid":
+		case "error":
+			err = stanzaErrorOf(res)
+		default:
+			err = stanza.NewError("remote-server-not-found", s.remote+" did not accept our dialback key")
+		}
+	case <-timer.C:
+		err = stanza.NewError("remote-server-timeout", "")
+	case <-h.done:
+		err = stanza.NewError("remote-server-timeout", "")
+	case <-s.m.ctx.Done():
+		err = errors.New("shutting down")
+	}
+	if err != nil {
+		h.mu.Lock()
+		delete(h.joining, s.local)
+		h.mu.Unlock()
+		log.Info("multiplexed pair refused", "err", err)
+		s.fail(err)
+		return true
+	}
+	s.mu.Lock()
+	if s.state == stateClosed {
+		s.mu.Unlock()
+		s.fail(errors.New("stream closed during setup"))
+		return true
+	}
+	s.w = h.w
+	for _, el := range s.queue {
+		s.m.cfg.Observer.StanzaDelivered(s.remoteAddr, el)
+		_ = s.w.Append(func(dst []byte) []byte {
+			return convertNS(el, stanza.NSClient, stanza.NSServer).AppendXML(dst, stanza.NSServer)
+		})
+	}
+	s.queue = nil
+	s.state = stateUp
+	if s.m.cfg.IdleTime > 0 {
+		s.idle = time.AfterFunc(s.m.cfg.IdleTime, s.checkIdle)
+	}
+	s.mu.Unlock()
+	s.m.mu.Lock()
+	delete(s.m.backoff, s.pair)
+	s.m.mu.Unlock()
+	log.Info("outbound pair multiplexed", "on_local", h.local)
+	select {
+	case <-h.done:
+	case <-s.ended:
+	case <-s.m.ctx.Done():
+	}
+	s.close(nil, true)
+	s.m.streamDone(s, false)
+	log.Info("outbound pair ended")
+	return true
 }
 
 // open connects to remote's server, exchanges stream headers and negotiates TLS when offered.

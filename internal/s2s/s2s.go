@@ -84,8 +84,11 @@ type Manager struct {
 	wg       sync.WaitGroup
 	ownValid bool // our certificate validates for our domains, so SASL EXTERNAL may succeed
 
-	mu      sync.Mutex
-	out     map[pair]*outStream
+	mu  sync.Mutex
+	out map[pair]*outStream
+	// links holds, per remote domain, an established outbound connection that other local
+	// domains may join by sender multiplexing (XEP-0220 §2.6.1).
+	links   map[string]*outStream
 	backoff map[pair]*retry
 	in      map[*inStream]struct{}
 	closed  bool
@@ -134,6 +137,7 @@ func New(cfg Config) *Manager {
 		ctx:     ctx,
 		cancel:  cancel,
 		out:     make(map[pair]*outStream),
+		links:   make(map[string]*outStream),
 		backoff: make(map[pair]*retry),
 		in:      make(map[*inStream]struct{}),
 	}
@@ -189,9 +193,16 @@ func (m *Manager) Send(ctx context.Context, el *stanza.Element, to jid.JID) erro
 				return stanza.NewError("remote-server-not-found", "the last connection attempt to "+p.remote+" failed; retrying later")
 			}
 			s = newOutStream(m, p)
+			// The stanza waits in the queue before the stream can fail, so a failure bounces
+			// it instead of racing this call.
+			s.queue = append(s.queue, el.Copy())
 			m.out[p] = s
 			m.wg.Add(1)
-			go s.run()
+			// When another local domain has a connection to this peer, this one is proven on
+			// it instead of opening another.
+			go s.start(m.links[p.remote])
+			m.mu.Unlock()
+			return nil
 		}
 		m.mu.Unlock()
 		switch err := s.enqueue(el); {
@@ -213,6 +224,9 @@ func (m *Manager) streamDone(s *outStream, failed bool) {
 	defer m.mu.Unlock()
 	if m.out[s.pair] == s {
 		delete(m.out, s.pair)
+	}
+	if m.links[s.remote] == s {
+		delete(m.links, s.remote)
 	}
 	if !failed {
 		delete(m.backoff, s.pair)

@@ -21,6 +21,7 @@ import (
 	_ "impetus/internal/modules/register"
 	_ "impetus/internal/modules/roster"
 	_ "impetus/internal/modules/scriptlet"
+	_ "impetus/internal/modules/upload"
 	_ "impetus/internal/modules/vcard"
 	_ "impetus/internal/modules/version"
 )
@@ -28,7 +29,7 @@ import (
 // Standard lists the modules every hosted domain runs, in provisioning order.
 // The roster comes before presence, which uses it. The scriptlet module does nothing unless
 // the configuration has a scriptlet scope.
-var Standard = []string{"disco", "ping", "version", "roster", "presence", "offline", "mam", "scriptlet", "caps", "blocking", "vcard", "last", "time", "register", "pep", "private", "bookmarks", "carbons", "extdisco", "push"}
+var Standard = []string{"disco", "ping", "version", "roster", "presence", "offline", "mam", "scriptlet", "caps", "blocking", "vcard", "last", "time", "register", "pep", "private", "bookmarks", "carbons", "extdisco", "push", "upload"}
 
 // Services lists the modules a service domain (a domain scope with XMPP_Service) runs instead
 // of Standard, by service name. The service's own module answers discovery for its domain.

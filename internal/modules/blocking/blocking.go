@@ -236,7 +236,9 @@ func (b *Blocking) outbound(ctx context.Context, st *module.Stanza) (module.Verd
 	if !b.Blocks(ctx, st.From, st.To) {
 		return module.Continue, nil
 	}
-	if st.El.Local == "presence" {
+	if st.El.Local == "presence" || st.Session == nil {
+		// Presence, and what modules send on the user's behalf (PEP notifications), is not
+		// sent; only the user's own client learns that its stanza was refused.
 		return module.Handled, nil
 	}
 	return module.Handled, BlockedError()

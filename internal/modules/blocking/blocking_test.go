@@ -119,6 +119,14 @@ func TestBlockingEffects(t *testing.T) {
 		has(t, alice.Take(), `<not-acceptable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/><blocked xmlns="urn:xmpp:blocking:errors"/>`)
 		alice.Input(`<iq to='bob@example.com/b' type='get' id='q3'><ping xmlns='urn:xmpp:ping'/></iq>`)
 		has(t, alice.Take(), `<blocked xmlns="urn:xmpp:blocking:errors"/>`)
+		// What a module sends for alice (a PEP notification) is dropped without an error.
+		note, _ := rostertest.Parse(`<message from='alice@example.com' to='bob@example.com/b' type='headline'><event xmlns='http://jabber.org/protocol/pubsub#event'/></message>`)
+		if err := srv.Hosts["example.com"].Send(t.Context(), note); err != nil {
+			t.Fatal(err)
+		}
+		if got := alice.Take(); len(got) != 0 {
+			t.Fatalf("alice got an error for a module's stanza: %v", got)
+		}
 		alice.Input(`<presence><show>dnd</show></presence>`)
 		alice.Take()
 		if got := bob.Take(); len(got) != 0 {
