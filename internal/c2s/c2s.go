@@ -115,8 +115,6 @@ type Session struct {
 	pendingClose atomic.Pointer[stanza.StreamError]
 	// bound is set once the writer exists and other goroutines may close the stream directly.
 	bound atomic.Bool
-	// rec is the record reader under the STARTTLS connection, nil without STARTTLS.
-	rec *recordReader
 	// secured says the transport was encrypted before the stream began (ServeSecured).
 	secured bool
 
@@ -460,9 +458,6 @@ func (s *Session) writerFailed(err error) {
 // readLoop processes stanzas of the bound session until the stream ends.
 func (s *Session) readLoop(ctx context.Context) {
 	_ = s.nc.SetReadDeadline(time.Time{})
-	if ir := s.idleReaderFor(); ir != nil {
-		s.dec.SetReader(ir)
-	}
 	// After a resumption this connection reads for the session it resumed.
 	me := s.identity()
 	for {

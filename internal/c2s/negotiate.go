@@ -245,10 +245,7 @@ func (s *Session) startTLS() error {
 		return c, err
 	}
 	conf.Certificates = nil
-	// TLS reads the socket one record at a time, so that an idle bound stream can wait for
-	// input on the socket itself (idle.go).
-	s.rec = newRecordReader(s.nc)
-	tc := tls.Server(s.rec, conf)
+	tc := tls.Server(s.nc, conf)
 	if err := tc.HandshakeContext(context.Background()); err != nil {
 		s.log.Info("TLS handshake failed", "err", err)
 		tc.Close()

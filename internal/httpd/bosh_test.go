@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"impetus/internal/c2s"
 	"impetus/internal/stanza"
 	"impetus/internal/xmlstream"
 )
@@ -241,7 +243,7 @@ func TestBOSHPauseAndKeys(t *testing.T) {
 }
 
 func TestBOSHInactivity(t *testing.T) {
-	w := newTestWeb(t, func(s *Settings) { s.BOSHInactivity = time.Second })
+	w := newTestWeb(t, func(s *Settings, _ *c2s.Config) { s.BOSHInactivity = time.Second })
 	c := newBOSHClient(t, w)
 	c.create("")
 	if w.srv.bosh.count() != 1 {
@@ -278,4 +280,32 @@ func TestBOSHCORS(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+}
+
+// TestBOSHSecured checks what the transport's encryption changes: behind a TLS proxy
+// (tls_offloaded) PLAIN is offered but no -PLUS mechanism, since a BOSH session spans several
+// connections; over plain HTTP neither STARTTLS nor PLAIN is.
+func TestBOSHSecured(t *testing.T) {
+	for _, offloaded := range []bool{true, false} {
+		w := newTestWeb(t, func(s *Settings, c *c2s.Config) {
+			s.TLSOffloaded = offloaded
+			c.AllowPlainWithoutTLS = false
+		})
+		c := newBOSHClient(t, w)
+		resp := c.create("")
+		f := resp.String()
+		if got := strings.Contains(f, "<mechanism>PLAIN</mechanism>"); got != offloaded {
+			t.Errorf("offloaded=%v: PLAIN offered %v: %s", offloaded, got, f)
+		}
+		if strings.Contains(f, "-PLUS") || strings.Contains(f, "starttls") {
+			t.Errorf("offloaded=%v: %s", offloaded, f)
+		}
+		if resp.Attr("secure") != strconv.FormatBool(offloaded) {
+			t.Errorf("secure=%q", resp.Attr("secure"))
+		}
+		if offloaded {
+			c.sid = ""
+			c.login("alice", "tls")
+		}
+	}
 }

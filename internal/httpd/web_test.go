@@ -34,7 +34,7 @@ type testWeb struct {
 	base string // http://127.0.0.1:port
 }
 
-func newTestWeb(t *testing.T, mod func(*Settings)) *testWeb {
+func newTestWeb(t *testing.T, mod func(*Settings, *c2s.Config)) *testWeb {
 	t.Helper()
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "passwd")
@@ -64,7 +64,7 @@ func newTestWeb(t *testing.T, mod func(*Settings)) *testWeb {
 	set := DefaultSettings()
 	set.Listens = []Listen{{Address: "127.0.0.1:0", Enable: true}}
 	if mod != nil {
-		mod(&set)
+		mod(&set, cfg)
 	}
 	srv := New(Options{Settings: &set, Client: cfg, Domains: []string{"localhost"}, Log: log})
 	addrs, err := srv.Start(context.Background())
@@ -254,7 +254,7 @@ func TestHostMeta(t *testing.T) {
 		t.Fatalf("host-meta.json links: %s", got)
 	}
 	// public_url replaces the request's origin.
-	w2 := newTestWeb(t, func(s *Settings) { s.PublicURL = "https://xmpp.example.com"; s.BOSH = false })
+	w2 := newTestWeb(t, func(s *Settings, _ *c2s.Config) { s.PublicURL = "https://xmpp.example.com"; s.BOSH = false })
 	resp, err = http.Get(w2.base + "/.well-known/host-meta.json")
 	if err != nil {
 		t.Fatal(err)

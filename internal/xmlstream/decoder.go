@@ -20,7 +20,6 @@ package xmlstream
 import (
 	"errors"
 	"io"
-	"sync"
 	"unicode/utf8"
 
 	"impetus/internal/stanza"
@@ -125,18 +124,6 @@ const (
 	stateClosed        // the peer closed the stream
 )
 
-// IdleWaiter is implemented by readers that can wait for input without a read buffer. Between
-// stanzas, when its last read was short (so neither the decoder nor the reader holds unread
-// bytes), the decoder releases its buffer and calls WaitReadable, which blocks until a read
-// would return data, an error or the end of the stream. An idle connection then holds no read
-// buffer, and its goroutine waits in a shallow call, so its stack shrinks to the minimum.
-type IdleWaiter interface {
-	WaitReadable() error
-}
-
-// idleBufs recycles the minimum-size buffers released by idle decoders.
-var idleBufs = sync.Pool{New: func() any { return new([minBufSize]byte) }}
-
 // Decoder reads an XMPP stream from an io.Reader. It is not safe for concurrent use.
 type Decoder struct {
 	rd      io.Reader
@@ -149,7 +136,6 @@ type Decoder struct {
 	state   int
 	err     error // the stream error that ended decoding
 	atStart bool  // nothing consumed from this transport yet: a byte order mark may follow
-	drained bool  // the last read returned less than it was offered: the reader holds nothing more
 	decl    bool  // the XML declaration of the current stream was seen
 	root    string
 	sc      scanner
@@ -178,7 +164,6 @@ func (d *Decoder) Restart() {
 func (d *Decoder) Reset(r io.Reader) {
 	d.rd = r
 	d.r, d.w = 0, 0
-	d.drained = false
 	d.rerr = nil
 	d.err = nil
 	d.atStart = true
@@ -211,16 +196,8 @@ func (d *Decoder) fill() error {
 		d.rerr = nil
 		return err
 	}
-	if d.r == d.w && d.drained {
-		if iw, ok := d.rd.(IdleWaiter); ok {
-			d.releaseBuf()
-			if err := iw.WaitReadable(); err != nil {
-				return err
-			}
-		}
-	}
 	if d.buf == nil {
-		d.buf = idleBufs.Get().(*[minBufSize]byte)[:]
+		d.buf = make([]byte, minBufSize)
 	}
 	if d.r == d.w {
 		d.r, d.w = 0, 0
@@ -248,7 +225,6 @@ func (d *Decoder) fill() error {
 		if n < 0 || n > space {
 			return errors.New("xmlstream: reader returned an invalid count")
 		}
-		d.drained = n < space
 		d.w += n
 		switch {
 		case n == space && len(d.buf) < d.maxBuf:
@@ -274,16 +250,6 @@ func (d *Decoder) fill() error {
 			return io.ErrNoProgress
 		}
 	}
-}
-
-// releaseBuf drops the buffer, which holds no unread bytes, recycling it if it has the
-// minimum size.
-func (d *Decoder) releaseBuf() {
-	if len(d.buf) == minBufSize {
-		idleBufs.Put((*[minBufSize]byte)(d.buf))
-	}
-	d.buf = nil
-	d.r, d.w = 0, 0
 }
 
 // resize moves the unread bytes into a new buffer of the given size.

@@ -70,6 +70,26 @@ func federationRound(t *testing.T, withTLS bool) {
 			})
 		}
 	})
+	// A user of Impetus's second domain writes to each peer while impetus.test's streams are
+	// up. Where the peer advertises dialback errors, the second domain is proven on the
+	// existing connection (sender multiplexing) instead of opening another.
+	t.Run("second-domain-messages", func(t *testing.T) {
+		for _, c := range []struct {
+			peer     *server
+			peerUser string
+		}{{pro, "bob"}, {ejb, "carol"}} {
+			exchange(t, imp, "gina@"+impetusDomain2, c.peer, "initiator", c.peerUser+"@"+c.peer.domain, false)
+		}
+		log := imp.log()
+		for _, d := range []string{prosodyDomain, ejabberdDomain} {
+			mux := logHas(log, `msg="outbound pair multiplexed"`, "local="+impetusDomain2+" remote="+d+" ")
+			own := logHas(log, `msg="outbound stream established"`, "local="+impetusDomain2+" remote="+d+" ")
+			t.Logf("%s → %s: multiplexed %v, own connection %v", impetusDomain2, d, mux, own)
+			if mux == own {
+				t.Errorf("%s → %s: multiplexed %v, own connection %v", impetusDomain2, d, mux, own)
+			}
+		}
+	})
 	t.Run("dialback-both-directions-logged", func(t *testing.T) {
 		log := imp.log()
 		tlsAttr := fmt.Sprintf("tls=%v", withTLS)
@@ -125,7 +145,10 @@ func federationRound(t *testing.T, withTLS bool) {
 // user's part (the initiator sends first).
 func exchange(t *testing.T, imp *server, impUser string, peer *server, role, peerJID string, subscribe bool) {
 	t.Helper()
-	impJID := impUser + "@" + impetusDomain
+	impJID := impUser
+	if !strings.Contains(impUser, "@") {
+		impJID += "@" + impetusDomain
+	}
 	id := fmt.Sprintf("%d", time.Now().UnixNano())
 	body, reply := "ping-"+id, "pong-"+id
 	other := "responder"

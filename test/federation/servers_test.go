@@ -13,6 +13,8 @@ import (
 // Domains and accounts of the three servers.
 const (
 	impetusDomain  = "impetus.test"
+	// impetusDomain2 is a second domain hosted by Impetus, for sender multiplexing.
+	impetusDomain2 = "second.impetus.test"
 	prosodyDomain  = "prosody.test"
 	ejabberdDomain = "ejabberd.test"
 	password       = "fed-secret-pw"
@@ -38,7 +40,7 @@ func startImpetus(t *testing.T, a addrSet) *server {
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, "passwd"), []byte("alice:"+password+"\ndave:"+password+"\nerin:"+password+"\nfrank:"+password+"\n"), "")
+	writeFile(t, filepath.Join(dir, "passwd"), []byte("alice:"+password+"\ndave:"+password+"\nerin:"+password+"\nfrank:"+password+"\ngina:"+password+"\n"), "")
 	conf := fmt.Sprintf(`xmpp {
   debug_level = "DEBUG"
   s2s_remote_domains = "listed"
@@ -46,6 +48,9 @@ func startImpetus(t *testing.T, a addrSet) *server {
 domain "#xmpp#%s" {
   XMPP_Role = "server"
   XMPP_Dialback_Secret = "impetus-test-secret"
+}
+domain "#xmpp#%s" {
+  XMPP_Role = "server"
 }
 domain "#xmpp#%s" {
   XMPP_Role = "client"
@@ -61,7 +66,7 @@ xmpp_listener {
   Listen "%s:5222" {}
   Listen "%s:5269" {}
 }
-`, impetusDomain, prosodyDomain, a.prosody, ejabberdDomain, a.ejabberd, filepath.Join(dir, "passwd"), a.impetus, a.impetus)
+`, impetusDomain, impetusDomain2, prosodyDomain, a.prosody, ejabberdDomain, a.ejabberd, filepath.Join(dir, "passwd"), a.impetus, a.impetus)
 	path := filepath.Join(dir, "impetus.conf")
 	writeFile(t, path, []byte(conf), "")
 	p := startProc(t, "impetus", exec.Command(serverBin, "serve", "--config", path, "--data", data))
@@ -130,12 +135,12 @@ s2s_require_encryption = false
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 s2s_timeout = 20
-test_s2s_routes = { [%[7]q] = { %[8]q, 5269 }, [%[9]q] = { %[10]q, 5269 } }
+test_s2s_routes = { [%[7]q] = { %[8]q, 5269 }, [%[9]q] = { %[10]q, 5269 }, [%[15]q] = { %[8]q, 5269 } }
 VirtualHost %[11]q
 	ssl = { certificate = %[12]q; key = %[13]q }
 `, filepath.Join(data, "prosody.pid"), data, filepath.Join(dir, "plugins"), dir, a.prosody, logPath,
 		impetusDomain, a.impetus, ejabberdDomain, a.ejabberd, prosodyDomain,
-		filepath.Join(dir, "prosody.crt"), filepath.Join(dir, "prosody.key"), tlsModule)
+		filepath.Join(dir, "prosody.crt"), filepath.Join(dir, "prosody.key"), tlsModule, impetusDomain2)
 	path := filepath.Join(dir, "prosody.cfg.lua")
 	writeFile(t, path, []byte(conf), "prosody")
 	for _, u := range []string{"bob", "bob2"} {
@@ -159,7 +164,7 @@ VirtualHost %[11]q
 // server streams.
 func startEjabberd(t *testing.T, a addrSet, withTLS bool) *server {
 	t.Helper()
-	dns := startDNS(t, map[string]string{impetusDomain: a.impetus, prosodyDomain: a.prosody, ejabberdDomain: a.ejabberd})
+	dns := startDNS(t, map[string]string{impetusDomain: a.impetus, impetusDomain2: a.impetus, prosodyDomain: a.prosody, ejabberdDomain: a.ejabberd})
 	dir := sharedTempDir(t)
 	spool, logs := filepath.Join(dir, "spool"), filepath.Join(dir, "logs")
 	ownedDir(t, spool, "ejabberd")
@@ -206,14 +211,14 @@ modules:
 		p := net.ParseIP(s).To4()
 		return fmt.Sprintf("{%d,%d,%d,%d}", p[0], p[1], p[2], p[3])
 	}
-	inetrc := fmt.Sprintf(`{host, %s, [%q]}.
+	inetrc := fmt.Sprintf(`{host, %s, [%q, %q]}.
 {host, %s, [%q]}.
 {host, {127,0,0,1}, ["localhost"]}.
 {lookup, [file, dns]}.
 {resolv_conf, ""}.
 {hosts_file, ""}.
 {nameserver, {127,0,0,1}, %d}.
-`, ip(a.impetus), impetusDomain, ip(a.prosody), prosodyDomain, dns.port())
+`, ip(a.impetus), impetusDomain, impetusDomain2, ip(a.prosody), prosodyDomain, dns.port())
 	writeFile(t, filepath.Join(dir, "inetrc"), []byte(inetrc), "ejabberd")
 	writeFile(t, filepath.Join(dir, "ejabberdctl.cfg"), nil, "ejabberd")
 	node := fmt.Sprintf("impetusfed%d@localhost", os.Getpid())
