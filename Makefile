@@ -58,6 +58,12 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./internal/xmlstream ./internal/stanza ./internal/c2s
 
+# Side-by-side load test against Debian's ejabberd and Prosody (scripts/bench-peers.sh): about
+# ten minutes; writes its table into docs/performance.md. Run as root (installs the peers).
+.PHONY: bench-peers
+bench-peers:
+	./scripts/bench-peers.sh
+
 clean:
 	rm -rf bin .postgres.env
 

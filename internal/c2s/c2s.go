@@ -458,6 +458,9 @@ func (s *Session) writerFailed(err error) {
 // readLoop processes stanzas of the bound session until the stream ends.
 func (s *Session) readLoop(ctx context.Context) {
 	_ = s.nc.SetReadDeadline(time.Time{})
+	// Negotiation output is written from scratch; a bound session writes through its writer,
+	// so an idle session should not keep that buffer (about 2 KiB after the features).
+	s.scratch = nil
 	// After a resumption this connection reads for the session it resumed.
 	me := s.identity()
 	for {

@@ -158,6 +158,7 @@ type MUCService struct {
 	DefaultAllowInvites  bool          `conf:"muc_default_allow_invites"`
 	DefaultAllowPM       string        `conf:"muc_default_allow_pm"` // anyone, participants, moderators or none
 	DefaultArchive       bool          `conf:"muc_default_archive"`
+	Registration         bool          `conf:"muc_registration"` // users may register with rooms (XEP-0045 §7.10)
 }
 
 // Logger is an xmpp_logger scope.

@@ -181,6 +181,7 @@ func newGlobalSpec() *ScopeSpec {
 				{Name: "muc_default_allow_invites", Type: TypeBool, Default: "false", Doc: "participants of new rooms may send mediated invitations (Impetus)"},
 				{Name: "muc_default_allow_pm", Type: TypeString, Default: "anyone", Values: []string{"anyone", "participants", "moderators", "none"}, Doc: "who may send private messages in new rooms (Impetus)"},
 				{Name: "muc_default_archive", Type: TypeBool, Default: "true", Doc: "new rooms keep a message archive (XEP-0313) (Impetus)"},
+				{Name: "muc_registration", Type: TypeBool, Default: "true", Doc: "users may register with rooms to become members and reserve a nickname (XEP-0045 §7.10) (Impetus)"},
 			}},
 			{Kind: "xmpp_logger", Name: NameOptional, Doc: "logs XMPP receptions and deliveries", Options: append(ModuleOptions(),
 				OptionSpec{Name: "heartbeat", Type: TypeDuration, Default: "60", Doc: "seconds between heartbeat entries; 0 disables them"},

@@ -142,6 +142,7 @@ type boshSession struct {
 	maxPause time.Duration
 	secure   bool
 	maxOut   int
+	maxIn    int // stream bytes waiting for c2s to read, at most
 
 	mu        sync.Mutex
 	nextRID   int64
@@ -211,6 +212,7 @@ func (m *boshManager) create(w http.ResponseWriter, r *http.Request, body *stanz
 	s := &boshSession{
 		m: m, sid: newSID(), domain: to, lang: body.Attr("xml:lang"), wait: wait, hold: hold, requests: hold + 1,
 		inact: set.BOSHInactivity, polling: set.BOSHPolling, maxPause: set.BOSHMaxPause, secure: secure, maxOut: maxOut,
+		maxIn:   4 * int(set.BOSHMaxBody),
 		nextRID: rid + 1, arrived: map[int64]*boshReq{}, answered: map[int64][]byte{}, key: body.Attr("newkey"),
 	}
 	if s.lang == "" {
@@ -367,9 +369,18 @@ func (s *boshSession) processLocked(req *boshReq) {
 		in = append(in, streamClose...)
 		empty = false
 	}
-	if len(in) > 0 {
-		s.conn.input(in)
+	if len(in) == 0 {
+		// An empty request is the client's keepalive: whitespace resets the stream's idle
+		// timeout as a whitespace ping on TCP does.
+		in = append(in, ' ')
 	}
+	if len(s.conn.inbuf)+len(in) > s.maxIn {
+		// The client sends faster than its stream is read (c2s waits, e.g. on a throttled
+		// authentication): refuse to buffer without bound.
+		s.terminateLocked("policy-violation")
+		return
+	}
+	s.conn.input(in)
 	if empty && s.hold == 0 {
 		// A polling session (hold 0) must not poll faster than advertised (XEP-0124 §12).
 		now := time.Now()

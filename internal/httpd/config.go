@@ -25,13 +25,29 @@ const (
 
 func init() {
 	// Options valid both in the listener and in each Listen scope; a Listen's own value wins.
+	// The generic listener options of Momentum's http_listener load with a warning, so that a
+	// Momentum configuration that has one keeps loading.
 	both := func() []config.OptionSpec {
-		return []config.OptionSpec{
+		opts := []config.OptionSpec{
 			{Name: "enable", Type: config.TypeBool, Default: "true", Doc: "serve HTTP on this listener or Listen"},
 			{Name: "tls_certificate", Type: config.TypeString, Doc: `PEM certificate (may hold the key too); serves HTTPS when set, "none" cancels a parent's`},
 			{Name: "tls_key", Type: config.TypeString, Doc: "PEM key when the certificate file holds none"},
 		}
+		for _, name := range []string{"accept_queue_backlog", "concurrency", "events_per_iter", "listen_backlog"} {
+			opts = append(opts, config.OptionSpec{Name: name, Type: config.TypeInt, Status: config.Accepted})
+		}
+		for _, name := range []string{"tcp_recv_buffer_size", "tcp_send_buffer_size"} {
+			opts = append(opts, config.OptionSpec{Name: name, Type: config.TypeSize, Status: config.Accepted})
+		}
+		for _, name := range []string{"pool_name", "tls_ciphers", "tls_client_ca", "tls_verify_mode"} {
+			opts = append(opts, config.OptionSpec{Name: name, Type: config.TypeString, Status: config.Accepted})
+		}
+		for _, name := range []string{"disable_nagle_algorithm", "tls_allow_renegotiation"} {
+			opts = append(opts, config.OptionSpec{Name: name, Type: config.TypeBool, Status: config.Accepted})
+		}
+		return opts
 	}
+	peer := &config.ScopeSpec{Kind: "peer", Name: config.NameRequired, Status: config.Accepted, Doc: "Momentum's per-client options; not implemented for HTTP"}
 	listenerOpts := append(both(),
 		config.OptionSpec{Name: "public_url", Type: config.TypeString, Doc: "base URL clients reach this listener at, e.g. https://xmpp.example.com:5281; default from the request or the first Listen (Impetus)"},
 		config.OptionSpec{Name: "websocket", Type: config.TypeBool, Default: "true", Doc: "serve XMPP over WebSocket (RFC 7395) (Impetus)"},
@@ -59,7 +75,8 @@ func init() {
 			Name:    config.NameRequired,
 			Doc:     "one HTTP socket, host:port",
 			Options: both(),
-		}},
+			Scopes:  []*config.ScopeSpec{peer},
+		}, peer},
 	})
 }
 

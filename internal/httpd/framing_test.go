@@ -1,9 +1,13 @@
 package httpd
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"impetus/internal/config"
 	"impetus/internal/xmlstream"
 )
 
@@ -98,4 +102,43 @@ func FuzzSplitter(f *testing.F) {
 		_, _ = sp.split(b)
 		_, _, _ = parseFramed(b, xmlstream.Limits{})
 	})
+}
+
+func TestDecodeSettings(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "impetus.conf")
+	conf := `http_listener {
+  public_url = "https://xmpp.example.com/"
+  bosh_max_wait = 30
+  concurrency = 4
+  Listen "127.0.0.1:5280" { }
+  Listen "[::1]:5281" { tls_certificate = "/etc/web.pem" }
+  Peer "10.0.0.0/8" { }
+}
+`
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, warnings, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 2 {
+		t.Errorf("warnings %v, want two for Momentum's concurrency and Peer", warnings)
+	}
+	set, err := Decode(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.PublicURL != "https://xmpp.example.com" || set.BOSHMaxWait != 30*time.Second || len(set.Listens) != 2 ||
+		set.Listens[0].TLS() || !set.Listens[1].TLS() || set.WebSocketPath != DefaultWebSocketPath {
+		t.Fatalf("settings %+v", set)
+	}
+	if got := set.BaseURL("example.com"); got != "https://xmpp.example.com" {
+		t.Errorf("BaseURL %s", got)
+	}
+	set.PublicURL = ""
+	if got := set.BaseURL("example.com"); got != "http://example.com:5280" {
+		t.Errorf("BaseURL without public_url %s", got)
+	}
 }

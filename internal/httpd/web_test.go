@@ -265,3 +265,27 @@ func TestHostMeta(t *testing.T) {
 		t.Fatalf("got %s want %s", b, want)
 	}
 }
+
+// TestWebSocketPing checks that WebSocket pings are answered and count as activity for the
+// stream's idle timeout.
+func TestWebSocketPing(t *testing.T) {
+	w := newTestWeb(t, nil)
+	c := dialWS(t, w)
+	c.login("alice", "ping")
+	pong := make(chan string, 1)
+	c.ws.SetPongHandler(func(s string) error { pong <- s; return nil })
+	if err := c.ws.WriteControl(websocket.PingMessage, []byte("p1"), time.Now().Add(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// The pong arrives while the client reads; a ping iq answer follows it.
+	c.send(`<iq xmlns="jabber:client" type="get" id="p2" to="localhost"><ping xmlns="urn:xmpp:ping"/></iq>`)
+	c.expect(`id="p2"`)
+	select {
+	case s := <-pong:
+		if s != "p1" {
+			t.Fatalf("pong %q", s)
+		}
+	default:
+		t.Fatal("no pong before the iq answer")
+	}
+}

@@ -109,6 +109,20 @@ func newWSConn(ws *websocket.Conn, lim xmlstream.Limits, maxMsg int) *wsConn {
 	c := &wsConn{ws: ws, lim: lim, in: make(chan []byte), rd: newDeadline(), done: make(chan struct{})}
 	c.split.max = maxMsg * 4
 	c.expectOpen.Store(true)
+	ws.SetPingHandler(func(data string) error {
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		// A WebSocket ping is the client's keepalive (RFC 7395 §3.4): it reaches c2s as
+		// whitespace, which resets the stream's idle timeout as a whitespace ping on TCP does.
+		select {
+		case c.in <- []byte(" "):
+		case <-c.done:
+		}
+		var nerr net.Error
+		if errors.Is(err, websocket.ErrCloseSent) || (errors.As(err, &nerr) && nerr.Timeout()) {
+			return nil
+		}
+		return err
+	})
 	return c
 }
 

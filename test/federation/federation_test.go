@@ -81,12 +81,16 @@ func federationRound(t *testing.T, withTLS bool) {
 			exchange(t, imp, "gina@"+impetusDomain2, c.peer, "initiator", c.peerUser+"@"+c.peer.domain, false)
 		}
 		log := imp.log()
-		for _, d := range []string{prosodyDomain, ejabberdDomain} {
+		for _, peer := range []*server{pro, ejb} {
+			d := peer.domain
+			// What Impetus saw: the peer's features on a server stream, after STARTTLS when used.
+			db := dialS2S(t, peer.s2s(), impetusDomain2, d, withTLS).features.Child("urn:xmpp:features:dialback", "dialback")
+			errorsOffered := db != nil && db.Child("urn:xmpp:features:dialback", "errors") != nil
 			mux := logHas(log, `msg="outbound pair multiplexed"`, "local="+impetusDomain2+" remote="+d+" ")
 			own := logHas(log, `msg="outbound stream established"`, "local="+impetusDomain2+" remote="+d+" ")
-			t.Logf("%s → %s: multiplexed %v, own connection %v", impetusDomain2, d, mux, own)
-			if mux == own {
-				t.Errorf("%s → %s: multiplexed %v, own connection %v", impetusDomain2, d, mux, own)
+			t.Logf("%s → %s: dialback errors advertised %v, multiplexed %v, own connection %v", impetusDomain2, d, errorsOffered, mux, own)
+			if mux != errorsOffered || own == errorsOffered {
+				t.Errorf("%s → %s: dialback errors advertised %v, but multiplexed %v, own connection %v", impetusDomain2, d, errorsOffered, mux, own)
 			}
 		}
 	})
@@ -126,6 +130,27 @@ func federationRound(t *testing.T, withTLS bool) {
 			if r.Attr("type") != "invalid" {
 				t.Fatalf("%s accepted a wrong key for %s: %s", peer.domain, impetusDomain, r)
 			}
+		}
+	})
+	t.Run("direct-tls-server-stream", func(t *testing.T) {
+		// XEP-0368 inbound: a server stream on the tls = "direct" Listen is TLS from the first
+		// byte, offers no STARTTLS, and dialback on it is checked with the claimed domain's
+		// server as on the other port.
+		tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", imp.directTLS(), &tls.Config{ //nolint:gosec // throw-away test certificates
+			InsecureSkipVerify: true, ServerName: impetusDomain, NextProtos: []string{"xmpp-server"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "xmpp-server" {
+			t.Fatalf("ALPN %q", p)
+		}
+		c := streamOn(t, tc, prosodyDomain, impetusDomain, false)
+		if c.features.Child(stanza.NSTLS, "starttls") != nil || c.features.Child("urn:xmpp:features:dialback", "dialback") == nil {
+			t.Fatalf("features on direct TLS: %s", c.features)
+		}
+		if r := c.dialback(prosodyDomain, impetusDomain, strings.Repeat("0", 64)); r.Attr("type") != "invalid" {
+			t.Fatalf("wrong key over direct TLS: %s", r)
 		}
 	})
 	t.Run("unlisted-domain-refused", func(t *testing.T) {
@@ -265,6 +290,13 @@ func dialS2S(t *testing.T, addr, from, to string, useTLS bool) *s2sConn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return streamOn(t, nc, from, to, useTLS)
+}
+
+// streamOn opens a server stream on an established connection, as dialS2S does.
+func streamOn(t *testing.T, nc net.Conn, from, to string, useTLS bool) *s2sConn {
+	t.Helper()
+	addr := nc.RemoteAddr().String()
 	t.Cleanup(func() { nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
 	c := &s2sConn{t: t, c: nc, dec: xmlstream.NewDecoder(nc, xmlstream.Limits{})}

@@ -213,13 +213,13 @@ func writeFile(t *testing.T, path string, data []byte, owner string) {
 // addrSet is the three loopback addresses of one run.
 type addrSet struct{ impetus, prosody, ejabberd string }
 
-// pickAddrs finds three loopback addresses whose ports 5222 and 5269 are free. The peers must
+// pickAddrs finds three loopback addresses whose ports 5222, 5269 and 5270 are free. The peers must
 // use port 5269, since neither Prosody nor ejabberd can be told another port for a domain
 // without DNS; the address is what varies.
 func pickAddrs(t *testing.T) addrSet {
 	t.Helper()
 	free := func(ip string) bool {
-		for _, port := range []string{"5222", "5269"} {
+		for _, port := range []string{"5222", "5269", "5270"} {
 			l, err := net.Listen("tcp4", net.JoinHostPort(ip, port))
 			if err != nil {
 				return false

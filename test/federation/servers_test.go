@@ -31,6 +31,9 @@ type server struct {
 func (s *server) c2s() string { return net.JoinHostPort(s.addr, "5222") }
 func (s *server) s2s() string { return net.JoinHostPort(s.addr, "5269") }
 
+// directTLS is Impetus's XEP-0368 port, TLS from the first byte for clients and servers.
+func (s *server) directTLS() string { return net.JoinHostPort(s.addr, "5270") }
+
 // startImpetus runs impetus hosting impetus.test with the two peers configured as remote
 // domains reached through Gateway, and the "listed" policy so that other domains are refused.
 func startImpetus(t *testing.T, a addrSet) *server {
@@ -65,8 +68,9 @@ xmpp_listener {
   allow_plain_without_tls = true
   Listen "%s:5222" {}
   Listen "%s:5269" {}
+  Listen "%s:5270" { tls = "direct" }
 }
-`, impetusDomain, impetusDomain2, prosodyDomain, a.prosody, ejabberdDomain, a.ejabberd, filepath.Join(dir, "passwd"), a.impetus, a.impetus)
+`, impetusDomain, impetusDomain2, prosodyDomain, a.prosody, ejabberdDomain, a.ejabberd, filepath.Join(dir, "passwd"), a.impetus, a.impetus, a.impetus)
 	path := filepath.Join(dir, "impetus.conf")
 	writeFile(t, path, []byte(conf), "")
 	p := startProc(t, "impetus", exec.Command(serverBin, "serve", "--config", path, "--data", data))

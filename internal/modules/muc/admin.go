@@ -18,6 +18,9 @@ type change struct {
 	aff    Affiliation
 	isRole bool
 	reason string
+	// nick is the nickname to reserve for the user, or "" to release it, when setNick.
+	nick    string
+	setNick bool
 }
 
 // adminSet applies a muc#admin request (§8, §9, §10): all items are checked before any is
@@ -66,7 +69,18 @@ func (r *Room) adminSet(ctx context.Context, actor *Occupant, actorAff Affiliati
 			if err := r.mayChangeAffiliation(actorAff, bare, aff); err != nil {
 				return err
 			}
-			changes = append(changes, change{bare: bare, aff: aff, reason: reason})
+			c := change{bare: bare, aff: aff, reason: reason}
+			// With a jid, a nick attribute sets the user's reserved nickname and an empty
+			// one releases it (§9.5); outcasts and unaffiliated users hold none.
+			if item.Attr("jid") != "" && item.HasAttr("nick") && aff >= Member {
+				c.nick, c.setNick = item.Attr("nick"), true
+				if c.nick != "" {
+					if err := r.checkReservable(c.nick, bare); err != nil {
+						return err
+					}
+				}
+			}
+			changes = append(changes, c)
 		default:
 			return stanza.NewError("bad-request", "an item needs a role or an affiliation")
 		}
@@ -114,7 +128,12 @@ func (r *Room) adminSet(ctx context.Context, actor *Occupant, actorAff Affiliati
 			continue
 		}
 		affChanged = true
-		r.setAffiliation(ctx, c.bare, c.aff, info)
+		r.setAffiliation(ctx, c.bare, c.aff, info, true)
+		if c.setNick && c.nick == "" {
+			delete(r.nicks, c.bare)
+		} else if c.setNick {
+			r.nicks[c.bare] = c.nick
+		}
 	}
 	if affChanged {
 		r.save(ctx)
@@ -174,11 +193,21 @@ func (r *Room) mayChangeAffiliation(actorAff Affiliation, bare string, aff Affil
 }
 
 // setAffiliation records a new affiliation and applies it to the user's occupant, if present.
-func (r *Room) setAffiliation(ctx context.Context, bare string, aff Affiliation, info itemInfo) {
+// A user not in the room is told of a change by a message with status 101 when notify is
+// set (§17.1); a user who asked for the change (registration) is not.
+func (r *Room) setAffiliation(ctx context.Context, bare string, aff Affiliation, info itemInfo, notify bool) {
+	prev, had := r.aff[bare]
+	if !had {
+		prev = AffNone
+	}
 	if aff == AffNone {
 		delete(r.aff, bare)
 	} else {
 		r.aff[bare] = aff
+	}
+	if aff < Member {
+		// Banned and unaffiliated users keep no reserved nickname (§9.1).
+		delete(r.nicks, bare)
 	}
 	var o *Occupant
 	for _, occ := range r.occupants {
@@ -188,6 +217,9 @@ func (r *Room) setAffiliation(ctx context.Context, bare string, aff Affiliation,
 		}
 	}
 	if o == nil {
+		if notify && prev != aff {
+			r.notifyAbsent(bare, aff, info)
+		}
 		return
 	}
 	switch {
@@ -210,16 +242,34 @@ func (r *Room) setAffiliations(ctx context.Context, actor *Occupant, next map[st
 	}
 	for k, a := range r.aff {
 		if _, ok := next[k]; !ok {
-			r.setAffiliation(ctx, k, AffNone, info)
+			r.setAffiliation(ctx, k, AffNone, info, true)
 		} else if next[k] != a {
-			r.setAffiliation(ctx, k, next[k], info)
+			r.setAffiliation(ctx, k, next[k], info, true)
 		}
 	}
 	for k, a := range next {
 		if _, ok := r.aff[k]; !ok {
-			r.setAffiliation(ctx, k, a, info)
+			r.setAffiliation(ctx, k, a, info, true)
 		}
 	}
+}
+
+// notifyAbsent tells a user who is not in the room that their affiliation changed: a
+// message from the room to the bare JID with status 101 (§17.1).
+func (r *Room) notifyAbsent(bare string, aff Affiliation, info itemInfo) {
+	msg := stanza.NewElement(stanza.NSClient, "message",
+		stanza.Attr{Name: "from", Value: r.jid.String()}, stanza.Attr{Name: "to", Value: bare},
+		stanza.Attr{Name: "id", Value: newID()})
+	msg.AddChild(stanza.NewElement(stanza.NSClient, "body").AddText("Your affiliation with " + r.jid.String() + " is now " + aff.String() + "."))
+	item := stanza.NewElement(NSUser, "item", stanza.Attr{Name: "affiliation", Value: aff.String()}, stanza.Attr{Name: "jid", Value: bare})
+	if info.actor != "" {
+		item.AddChild(stanza.NewElement(NSUser, "actor", stanza.Attr{Name: "nick", Value: info.actor}))
+	}
+	if info.reason != "" {
+		item.AddChild(stanza.NewElement(NSUser, "reason").AddText(info.reason))
+	}
+	msg.AddChild(stanza.NewElement(NSUser, "x").AddChild(item).AddChild(statusCode(101)))
+	r.queue(msg)
 }
 
 // roomForAffiliation refuses a new affiliation past the service's bound.
@@ -254,13 +304,10 @@ func (r *Room) adminGet(actor *Occupant, actorAff Affiliation, q *stanza.Element
 		}
 		slices.Sort(list)
 		for _, k := range list {
+			// Affiliation results carry the reserved nickname and no role (§17.1).
 			it := stanza.NewElement(NSAdmin, "item", stanza.Attr{Name: "affiliation", Value: aff.String()}, stanza.Attr{Name: "jid", Value: k})
-			for _, o := range r.occupants {
-				if o.Bare.String() == k {
-					it.SetAttr("nick", o.Nick)
-					it.SetAttr("role", o.Role.String())
-					break
-				}
+			if n := r.nicks[k]; n != "" {
+				it.SetAttr("nick", n)
 			}
 			res.AddChild(it)
 		}

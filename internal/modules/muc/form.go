@@ -117,9 +117,21 @@ func (r *Room) configForm() *stanza.Element {
 		{Var: "muc#roomconfig_enablearchiving", Type: "boolean", Label: "Archive messages (XEP-0313)", Values: []string{boolValue(c.Archive)}},
 		{Var: "muc#roomconfig_enablelogging", Type: "boolean", Label: "Log discussions", Values: []string{boolValue(c.Archive)}},
 		{Var: "muc#maxhistoryfetch", Type: "text-single", Label: "Most history messages sent on join", Values: []string{strconv.Itoa(r.maxHistory())}},
+		{Var: "muc#roomconfig_presencebroadcast", Type: "list-multi", Label: "Roles whose presence is broadcast", Values: c.broadcastRoles(), Options: []string{"moderator", "participant", "visitor"}},
 		{Var: "muc#roomconfig_roomowners", Type: "jid-multi", Label: "Room owners", Values: owners},
 		{Var: "muc#roomconfig_roomadmins", Type: "jid-multi", Label: "Room admins", Values: admins},
 	})
+}
+
+// broadcastRoles lists the roles whose presence is broadcast (muc#roomconfig_presencebroadcast).
+func (c *RoomConfig) broadcastRoles() []string {
+	var out []string
+	for _, role := range []Role{Moderator, Participant, Visitor} {
+		if c.broadcasts(role) {
+			out = append(out, role.String())
+		}
+	}
+	return out
 }
 
 // maxHistory is the history a join gets at most.
@@ -193,6 +205,19 @@ func (r *Room) applyConfig(ctx context.Context, actor *Occupant, x *stanza.Eleme
 			return stanza.NewError("not-acceptable", "maxhistoryfetch must be a number")
 		}
 		c.MaxHistory = n
+	}
+	if v, ok := f["muc#roomconfig_presencebroadcast"]; ok {
+		quiet := []string{"moderator", "participant", "visitor"}
+		for _, s := range v {
+			if role, ok := parseRole(s); !ok || role == RoleNone {
+				return stanza.NewError("not-acceptable", "presencebroadcast takes moderator, participant and visitor")
+			}
+			quiet = slices.DeleteFunc(quiet, func(q string) bool { return q == s })
+		}
+		c.QuietRoles = quiet
+		if len(quiet) == 0 {
+			c.QuietRoles = nil
+		}
 	}
 	if c.PasswordOn && c.Password == "" {
 		return stanza.NewError("not-acceptable", "a password-protected room needs a password")
@@ -278,6 +303,12 @@ func (r *Room) announceConfig(ctx context.Context, old RoomConfig) {
 	}
 	msg.AddChild(x)
 	r.broadcast(msg)
+	// Occupants whose role's broadcast was switched on or off appear or vanish for the others.
+	for _, o := range r.occupants {
+		if o.shown != c.broadcasts(o.Role) {
+			r.broadcastPresence(o, "", nil, nil, itemInfo{}, nil)
+		}
+	}
 	if c.MembersOnly && !old.MembersOnly {
 		for _, o := range r.occupants {
 			if r.affOf(o.Bare) < Member {

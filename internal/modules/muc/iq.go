@@ -33,6 +33,10 @@ func (r *Room) iq(ctx context.Context, st *module.Stanza) error {
 	switch payload.Space {
 	case NSDiscoInfo:
 		if get && payload.Local == "query" {
+			if payload.Attr("node") == "x-roomuser-item" {
+				r.reply(el, r.reservedNick(st.From.Bare().String()))
+				return nil
+			}
 			r.reply(el, r.discoInfo(payload))
 			return nil
 		}
@@ -40,6 +44,10 @@ func (r *Room) iq(ctx context.Context, st *module.Stanza) error {
 		if get && payload.Local == "query" {
 			r.reply(el, r.discoItems(o, payload))
 			return nil
+		}
+	case NSRegister:
+		if payload.Local == "query" {
+			return r.register(ctx, el, st.From, payload)
 		}
 	case NSPing:
 		if get && payload.Local == "ping" {
@@ -125,16 +133,11 @@ func (r *Room) reply(req *stanza.Element, payload *stanza.Element) {
 	r.queue(stanza.ResultReply(req, payload))
 }
 
-// discoInfo answers disco#info on the room (§6.4) and the reserved-nick query (§7.12).
+// discoInfo answers disco#info on the room (§6.4); the reserved-nick query (§7.12) is
+// answered by reservedNick.
 func (r *Room) discoInfo(q *stanza.Element) *stanza.Element {
 	res := stanza.NewElement(NSDiscoInfo, "query")
-	switch q.Attr("node") {
-	case "":
-	case "x-roomuser-item":
-		// Nicknames are not registered here, so there is no reserved one to report.
-		res.SetAttr("node", "x-roomuser-item")
-		return res
-	default:
+	if q.Attr("node") != "" {
 		return res
 	}
 	c := r.cfg
@@ -157,6 +160,9 @@ func (r *Room) discoInfo(q *stanza.Element) *stanza.Element {
 	pick(c.Moderated, "muc_moderated", "muc_unmoderated")
 	pick(c.Whois == WhoisAnyone, "muc_nonanonymous", "muc_semianonymous")
 	pick(c.PasswordOn, "muc_passwordprotected", "muc_unsecured")
+	if r.svc.Opts.Registration {
+		features = append(features, NSRegister)
+	}
 	if c.Archive {
 		features = append(features, NSMAM, mamquery.NSExtended, NSSID, NSModerate0, NSModerate1)
 	}

@@ -60,6 +60,8 @@ const (
 	NSModerate1 = "urn:xmpp:message-moderate:1"
 	NSRetract1  = "urn:xmpp:message-retract:1"
 	NSOccupant  = "urn:xmpp:occupant-id:0"
+	NSRegister  = "jabber:iq:register"
+	NSRegForm   = "http://jabber.org/protocol/muc#register"
 )
 
 // Store names.
@@ -101,6 +103,9 @@ type Options struct {
 	ArchivePageSize, ArchiveMaxPage int
 	// ArchiveExpiry is how long room archives keep a message; 0 keeps it until the room goes.
 	ArchiveExpiry time.Duration
+	// Registration lets users register with rooms (XEP-0045 §7.10): become members and
+	// reserve a nickname.
+	Registration bool
 	// Defaults is the configuration of a new room.
 	Defaults RoomConfig
 	// Now is the clock; nil means time.Now.
@@ -119,6 +124,7 @@ func DefaultOptions() Options {
 		MaxPending:      256,
 		ArchivePageSize: 50,
 		ArchiveMaxPage:  250,
+		Registration:    true,
 		Defaults: RoomConfig{
 			Public:   true,
 			MaxUsers: 100,
@@ -151,6 +157,7 @@ func optionsFrom(c *config.Config, domain string) Options {
 	o.MaxNickLength, o.MaxAffiliations = m.MaxNickLength, m.MaxAffiliations
 	o.MaxPending, o.ArchivePageSize, o.ArchiveMaxPage = m.MaxRelayedIQ, m.ArchivePageSize, m.ArchiveMaxPage
 	o.ArchiveExpiry = m.ArchiveExpiry
+	o.Registration = m.Registration
 	o.Defaults = RoomConfig{
 		Persistent:    m.DefaultPersistent,
 		Public:        m.DefaultPublic,

@@ -80,6 +80,9 @@ func (r *Room) join(ctx context.Context, st *module.Stanza, nick string, created
 	if existing != nil && !existing.Bare.Equal(bare) {
 		return stanza.NewError("conflict", "that nickname is taken")
 	}
+	if holder := r.nickHolder(nick); holder != "" && holder != bare.String() {
+		return stanza.NewError("conflict", "that nickname is reserved")
+	}
 	if r.cfg.MembersOnly && aff < Member {
 		return stanza.NewError("registration-required", "the room is members-only")
 	}
@@ -110,9 +113,9 @@ func (r *Room) join(ctx context.Context, st *module.Stanza, nick string, created
 	o.pres = presencePayload(st.El)
 	to := real.String()
 
-	// The occupants already there, to the newcomer (§7.2.3).
+	// The occupants already there whose presence is broadcast, to the newcomer (§7.2.3).
 	for _, other := range r.occupants {
-		if other != o {
+		if other != o && other.shown {
 			r.queue(addressed(r.presenceOf(other, "", r.seesJIDs(o), nil, itemInfo{}, nil), to))
 		}
 	}
@@ -268,6 +271,9 @@ func (r *Room) changeNick(o *Occupant, st *module.Stanza) error {
 	}
 	if other := r.occupants[nick]; other != nil && other != o {
 		return stanza.NewError("conflict", "that nickname is taken")
+	}
+	if holder := r.nickHolder(nick); holder != "" && holder != o.Bare.String() {
+		return stanza.NewError("conflict", "that nickname is reserved")
 	}
 	r.broadcastPresence(o, "unavailable", []int{303}, nil, itemInfo{nick: nick}, nil)
 	delete(r.occupants, o.Nick)

@@ -2,6 +2,7 @@ package muc
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -41,7 +42,14 @@ type RoomConfig struct {
 	Archive       bool   `json:"archive,omitempty"`
 	// MaxHistory bounds the history sent on join (muc#maxhistoryfetch); 0 means the service's.
 	MaxHistory int `json:"max_history,omitempty"`
+	// QuietRoles are the roles whose presence is not broadcast to the other occupants
+	// (the complement of muc#roomconfig_presencebroadcast), so that the zero value, and a
+	// room stored before the setting existed, broadcast every role.
+	QuietRoles []string `json:"quiet_roles,omitempty"`
 }
+
+// broadcasts reports whether the presence of an occupant with the role goes to the others.
+func (c *RoomConfig) broadcasts(role Role) bool { return !slices.Contains(c.QuietRoles, role.String()) }
 
 // normalize replaces unknown values with safe ones and caps maxusers at the service bound.
 func (c *RoomConfig) normalize(maxOccupants int) {
@@ -59,6 +67,10 @@ func (c *RoomConfig) normalize(maxOccupants int) {
 	if c.MaxHistory < 0 {
 		c.MaxHistory = 0
 	}
+	c.QuietRoles = slices.DeleteFunc(c.QuietRoles, func(s string) bool {
+		r, ok := parseRole(s)
+		return !ok || r == RoleNone
+	})
 }
 
 // Role is an occupant's role in the room (XEP-0045 §5.1).
@@ -119,6 +131,9 @@ type Occupant struct {
 	Role     Role
 	// ID is the XEP-0421 occupant id.
 	ID string
+	// shown is whether the other occupants were last sent an available presence of it:
+	// false while its role's presence is not broadcast (muc#roomconfig_presencebroadcast).
+	shown bool
 	// pres holds the children of the user's last presence to the room other than MUC
 	// payloads (show, status, priority, caps), shared by every broadcast of it.
 	pres []stanza.Node
@@ -149,6 +164,9 @@ type Room struct {
 	mu        sync.Mutex
 	cfg       RoomConfig
 	aff       map[string]Affiliation // real bare JID → affiliation other than none
+	// nicks are the reserved nicknames (XEP-0045 §7.10, §9.3) of affiliated users, by bare
+	// JID; only members, admins and owners hold one.
+	nicks     map[string]string
 	subject   string
 	subjectBy string // the occupant JID that set it
 	subjectAt time.Time
@@ -170,6 +188,7 @@ func newRoom(s *Service, bare jid.JID, cfg RoomConfig) *Room {
 		jid:       bare,
 		cfg:       cfg,
 		aff:       make(map[string]Affiliation),
+		nicks:     make(map[string]string),
 		occupants: make(map[string]*Occupant),
 		sessions:  make(map[string]*Occupant),
 		pendings:  make(map[string]pending),
@@ -304,21 +323,37 @@ func statusCode(c int) *stanza.Element {
 // broadcastPresence sends o's presence to every occupant, o included: at most three variants
 // are built (with and without the real JID, and o's own with status 110 and selfCodes).
 // gone lists sessions that left and still get the self-presence.
+//
+// The others get it only while o's role is broadcast (muc#roomconfig_presencebroadcast): an
+// occupant whose role stops being broadcast is seen to leave, and one whose role starts being
+// broadcast is seen to arrive.
 func (r *Room) broadcastPresence(o *Occupant, typ string, codes, selfCodes []int, info itemInfo, extra *stanza.Element, gone ...jid.JID) {
+	othersTyp, toOthers := typ, o.shown
+	switch {
+	case typ == "" && r.cfg.broadcasts(o.Role):
+		toOthers, o.shown = true, true
+	case typ == "" && o.shown:
+		othersTyp, o.shown = "unavailable", false
+	case typ == "":
+		toOthers = false
+	case info.nick == "":
+		// Gone for good; a nick change (303) is followed by the presence under the new nick.
+		o.shown = false
+	}
 	var withJID, anon *stanza.Element
 	for _, other := range r.occupants {
-		if other == o {
+		if other == o || !toOthers {
 			continue
 		}
 		var v *stanza.Element
 		if r.seesJIDs(other) {
 			if withJID == nil {
-				withJID = r.presenceOf(o, typ, true, codes, info, extra)
+				withJID = r.presenceOf(o, othersTyp, true, codes, info, extra)
 			}
 			v = withJID
 		} else {
 			if anon == nil {
-				anon = r.presenceOf(o, typ, false, codes, info, extra)
+				anon = r.presenceOf(o, othersTyp, false, codes, info, extra)
 			}
 			v = anon
 		}

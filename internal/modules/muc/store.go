@@ -13,6 +13,7 @@ import (
 type storedRoom struct {
 	Config       RoomConfig        `json:"config"`
 	Affiliations map[string]string `json:"affiliations,omitempty"` // bare JID → owner, admin, member, outcast
+	Nicks        map[string]string `json:"nicks,omitempty"`        // bare JID → reserved nickname
 	Subject      string            `json:"subject,omitempty"`
 	SubjectBy    string            `json:"subject_by,omitempty"`
 	SubjectAt    time.Time         `json:"subject_at,omitzero"`
@@ -30,6 +31,9 @@ func (r *Room) save(ctx context.Context) {
 		for k, a := range r.aff {
 			sr.Affiliations[k] = a.String()
 		}
+	}
+	if len(r.nicks) > 0 {
+		sr.Nicks = r.nicks
 	}
 	data, err := json.Marshal(sr)
 	if err == nil {
@@ -69,6 +73,11 @@ func (s *Service) load(ctx context.Context) error {
 		for k, v := range sr.Affiliations {
 			if a, ok := parseAffiliation(v); ok && a != AffNone {
 				r.aff[k] = a
+			}
+		}
+		for k, n := range sr.Nicks {
+			if r.aff[k] >= Member && n != "" {
+				r.nicks[k] = n
 			}
 		}
 		r.subject, r.subjectBy, r.subjectAt = sr.Subject, sr.SubjectBy, sr.SubjectAt
