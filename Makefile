@@ -19,7 +19,8 @@ FUZZ_TARGETS := \
 	./internal/sasl:FuzzSCRAM \
 	./internal/s2s:FuzzDialback \
 	./internal/jidutil:FuzzJID \
-	./internal/c2s:FuzzNegotiate
+	./internal/c2s:FuzzNegotiate \
+	./internal/httpd:FuzzSplitter
 
 .PHONY: build run test test-deps unit integration fuzz fuzz-brief bench vet clean
 

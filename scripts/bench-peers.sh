@@ -84,6 +84,8 @@ xmpp {
   debug_level = "ERROR"
   control_socket = "none"
   max_roster_items = 0
+  # The peers run without a message archive; archiving is compared separately (docs/performance.md).
+  mam_default = "never"
 }
 domain "#xmpp#$domain" {
   XMPP_Role = "server"

@@ -174,6 +174,7 @@ func runChat(ctx context.Context, o *options) (*result, error) {
 
 	var sent, received atomic.Int64
 	var lat latencies
+	runID := "r" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
 	var emu sync.Mutex
 	sendCtx, stopSending := context.WithTimeout(ctx, o.duration)
 	defer stopSending()
@@ -218,7 +219,12 @@ func runChat(ctx context.Context, o *options) (*result, error) {
 				if b == nil {
 					continue
 				}
-				txt := b.Text()
+				// Only this run's messages count: a server may still deliver messages queued
+				// for the same full JID by an earlier run.
+				txt, ok := strings.CutPrefix(b.Text(), runID)
+				if !ok {
+					continue
+				}
 				if sp := strings.IndexByte(txt, ' '); sp > 0 {
 					txt = txt[:sp]
 				}
@@ -262,6 +268,7 @@ func runChat(ctx context.Context, o *options) (*result, error) {
 				buf = append(buf, "' id='m"...)
 				buf = strconv.AppendInt(buf, int64(k), 10)
 				buf = append(buf, "'><body>"...)
+				buf = append(buf, runID...)
 				buf = strconv.AppendInt(buf, time.Now().UnixNano(), 10)
 				buf = append(buf, ' ')
 				buf = append(buf, pad...)

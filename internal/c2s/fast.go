@@ -143,7 +143,7 @@ func (s *Session) fastAuthenticate(ctx context.Context, a *sasl2Auth, fe *stanza
 			// §5.2: a token the server no longer trusts fails with credentials-expired.
 			f = &sasl.Failure{Condition: "credentials-expired", Credentials: true}
 		}
-		s.recordFailure(&sasl.Failure{Condition: "not-authorized"}, user)
+		s.recordFailure(f, user)
 		return false, s.sasl2Failure(f, a.mech, user)
 	}
 	a.fast = &fastMatch{mech: a.mech, expiry: match.Expiry, invalidate: invalidate}

@@ -84,10 +84,12 @@ func (s *Session) throttled(user string) bool {
 }
 
 // recordFailure counts a failed guess against the address and the account. Only failures that
-// test credentials count: a malformed or aborted exchange guessed nothing.
+// tested credentials count: a malformed or aborted exchange, or a refused channel binding that a
+// client then retries without, guessed nothing — and counting those would lock out every client
+// behind one address that walks down the mechanism list.
 func (s *Session) recordFailure(f *sasl.Failure, user string) {
 	t := s.cfg.AuthThrottle
-	if t == nil || f == nil || f.Condition != "not-authorized" {
+	if t == nil || f == nil || !f.Credentials {
 		return
 	}
 	t.Fail(s.ipKey(), s.cfg.AuthFailuresPerIP, s.cfg.AuthFailureWindow)

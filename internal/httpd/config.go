@@ -64,6 +64,8 @@ func init() {
 		config.OptionSpec{Name: "tls_offloaded", Type: config.TypeBool, Default: "false", Doc: "a TLS proxy in front terminates HTTPS: plain HTTP streams count as encrypted (Impetus)"},
 		config.OptionSpec{Name: "cors_allow_origin", Type: config.TypeString, Default: "*", Doc: "Access-Control-Allow-Origin of BOSH and host-meta answers; \"none\" sends no CORS headers (Impetus)"},
 		config.OptionSpec{Name: "read_timeout", Type: config.TypeDuration, Default: "10", Doc: "seconds to read a request's headers (Impetus)"},
+		config.OptionSpec{Name: "max_connections", Type: config.TypeInt, Default: "10000", Doc: "open HTTP connections on each Listen; 0 means no bound (Impetus)"},
+		config.OptionSpec{Name: "max_connections_per_ip", Type: config.TypeInt, Default: "100", Doc: "open HTTP connections from one IP address on each Listen; 0 means no bound (Impetus)"},
 	)
 	config.RegisterScope(&config.ScopeSpec{
 		Kind:      "http_listener",
@@ -100,6 +102,8 @@ type Settings struct {
 	TLSOffloaded    bool          `conf:"tls_offloaded"`
 	CORSAllowOrigin string        `conf:"cors_allow_origin"`
 	ReadTimeout     time.Duration `conf:"read_timeout"`
+	MaxConns        int           `conf:"max_connections"`
+	MaxConnsPerIP   int           `conf:"max_connections_per_ip"`
 	Listens         []Listen
 }
 
@@ -123,6 +127,7 @@ func DefaultSettings() Settings {
 		BOSHMaxWait: DefaultBOSHMaxWait, BOSHMaxHold: DefaultBOSHMaxHold, BOSHInactivity: DefaultBOSHInactivity,
 		BOSHMaxPause: DefaultBOSHMaxPause, BOSHPolling: DefaultBOSHPolling, BOSHMaxSessions: DefaultBOSHMaxSessions,
 		BOSHMaxBody: DefaultBOSHMaxBody, CORSAllowOrigin: "*", ReadTimeout: DefaultReadTimeout,
+		MaxConns: 10000, MaxConnsPerIP: 100,
 	}
 }
 

@@ -1,6 +1,7 @@
 package httpd
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,5 +141,53 @@ func TestDecodeSettings(t *testing.T) {
 	set.PublicURL = ""
 	if got := set.BaseURL("example.com"); got != "http://example.com:5280" {
 		t.Errorf("BaseURL without public_url %s", got)
+	}
+}
+
+func TestLimitListener(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLimitListener(inner, 0, 1)
+	defer l.Close()
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	c1, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	s1 := <-accepted
+	// A second connection from the same address is closed at once.
+	c2, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c2.Read(make([]byte, 1)); err == nil {
+		t.Fatal("second connection was served")
+	}
+	c2.Close()
+	// Once the first one closes, the address may connect again.
+	s1.Close()
+	c3, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	select {
+	case s3 := <-accepted:
+		s3.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection after release not accepted")
 	}
 }

@@ -112,6 +112,7 @@ func (s *Server) Start(ctx context.Context) ([]string, error) {
 			s.Close()
 			return nil, fmt.Errorf("httpd: listen %s: %w", l.Address, err)
 		}
+		ln = newLimitListener(ln, s.set.MaxConns, s.set.MaxConnsPerIP)
 		hs := &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: s.set.ReadTimeout,

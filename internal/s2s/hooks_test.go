@@ -305,7 +305,7 @@ func inboundPairs(nd *node) []int {
 }
 
 // A second local domain sending to the same peer joins the connection the first one opened
-// (sender multiplexing, XEP-0220 §2.6.1) when the peer handles dialback errors; a pair the
+// (XEP-0220, "Multiplexing Sender Domains") when the peer handles dialback errors; a pair the
 // peer refuses bounces its stanzas and leaves the connection to the others; when the shared
 // connection ends, the next stanza opens a new one.
 func TestOutboundMultiplexing(t *testing.T) {

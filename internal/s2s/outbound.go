@@ -32,9 +32,10 @@ const (
 // set up, stanzas wait in queue as elements, so a failure can bounce each of them; once it is up
 // they are serialized straight into the writer.
 //
-// A pair either owns its connection or, with sender multiplexing (XEP-0220 §2.6.1), shares the
-// connection of another local domain's stream to the same remote domain, its host: then c and
-// w are the host's, and the pair ends when the host's connection does.
+// A pair either owns its connection or, with sender multiplexing (XEP-0220, "Multiplexing
+// Sender Domains"), shares the connection of another local domain's stream to the same remote
+// domain, its host: then c and w are the host's, and the pair ends when the host's connection
+// does.
 type outStream struct {
 	m *Manager
 	pair
@@ -250,14 +251,14 @@ func (s *outStream) close(serr *stanza.StreamError, peerGone bool) {
 		s.mu.Unlock()
 		return
 	}
-	w, c := s.w, s.c
+	w, c, host := s.w, s.c, s.host
 	wasClosed := s.state == stateClosed
 	s.state = stateClosed
 	if s.idle != nil {
 		s.idle.Stop()
 	}
 	s.mu.Unlock()
-	if s.host != nil {
+	if host != nil {
 		// A multiplexed pair leaves the shared connection to its host.
 		if !wasClosed {
 			close(s.ended)
@@ -296,7 +297,7 @@ func multiplexable(feats *stanza.Element) bool {
 	return db != nil && db.Child(NSDialbackFeature, "errors") != nil
 }
 
-// runMultiplexed sets up the pair on h's connection (sender multiplexing, XEP-0220 §2.6.1):
+// runMultiplexed sets up the pair on h's connection (XEP-0220, "Multiplexing Sender Domains"):
 // it sends a <db:result/> for its local domain there and, once the peer says valid, writes to
 // h's connection until that or the pair ends. It reports false, having done nothing, when h's
 // connection is gone already.
@@ -310,15 +311,18 @@ func (s *outStream) runMultiplexed(h *outStream) bool {
 			h.joining = make(map[string]chan *stanza.Element)
 		}
 		h.joining[s.local] = answer
-		s.host = h
-		// Observers and the idle check see the host's address and connection.
-		s.c, s.remoteAddr = h.c, h.remoteAddr
 	}
+	c, addr := h.c, h.remoteAddr
 	h.mu.Unlock()
 	if !ok {
 		return false
 	}
-	key := Key(s.m.dialbackSecret(s.local), s.remote, s.local, h.c.id)
+	s.mu.Lock()
+	s.host = h
+	// Observers see the host's address.
+	s.c, s.remoteAddr = c, addr
+	s.mu.Unlock()
+	key := Key(s.m.dialbackSecret(s.local), s.remote, s.local, c.id)
 	req := stanza.NewElement(stanza.NSDialback, "result", stanza.Attr{Name: "from", Value: s.local}, stanza.Attr{Name: "to", Value: s.remote}).AddText(key)
 	_ = h.w.Append(func(dst []byte) []byte { return req.AppendXML(dst, stanza.NSServer) })
 	timer := time.NewTimer(s.m.cfg.ConnectTimeout)

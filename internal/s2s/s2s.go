@@ -87,7 +87,7 @@ type Manager struct {
 	mu  sync.Mutex
 	out map[pair]*outStream
 	// links holds, per remote domain, an established outbound connection that other local
-	// domains may join by sender multiplexing (XEP-0220 §2.6.1).
+	// domains may join by sender multiplexing (XEP-0220 "Multiplexing Sender Domains").
 	links   map[string]*outStream
 	backoff map[pair]*retry
 	in      map[*inStream]struct{}

@@ -12,7 +12,7 @@ import (
 
 // Domains and accounts of the three servers.
 const (
-	impetusDomain  = "impetus.test"
+	impetusDomain = "impetus.test"
 	// impetusDomain2 is a second domain hosted by Impetus, for sender multiplexing.
 	impetusDomain2 = "second.impetus.test"
 	prosodyDomain  = "prosody.test"

@@ -1,0 +1,423 @@
+package cluster
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Entry is the registry's record of one bound full JID: which node (and which incarnation of
+// it) owns the session, and what the RFC 6121 delivery rules need to know of it. The last
+// available presence is kept so that any node can answer a presence probe without a round trip.
+type Entry struct {
+	Node  string `json:"n"`
+	Inc   uint64 `json:"i"`
+	Avail bool   `json:"a,omitempty"`
+	Prio  int    `json:"p,omitempty"`
+	Pres  string `json:"x,omitempty"`
+	Since int64  `json:"t"` // Unix milliseconds of the bind
+}
+
+// Record is an entry with its key and revision, as the replica holds it.
+type Record struct {
+	Bare, Resource string
+	Entry
+	Rev uint64
+}
+
+// ErrFenced is returned by owner actions while this node holds no lease.
+var ErrFenced = errors.New("cluster: node fenced: no lease")
+
+// sessionKey is the KV key of a full JID. Key characters are restricted, so both parts are
+// unpadded base64url; the bare part first lets a watch be filtered by account.
+func sessionKey(bare, resource string) string {
+	return "s." + base64.RawURLEncoding.EncodeToString([]byte(bare)) + "." + base64.RawURLEncoding.EncodeToString([]byte(resource))
+}
+
+func parseSessionKey(k string) (bare, resource string, ok bool) {
+	rest, found := strings.CutPrefix(k, "s.")
+	if !found {
+		return "", "", false
+	}
+	b64b, b64r, found := strings.Cut(rest, ".")
+	if !found {
+		return "", "", false
+	}
+	b, err1 := base64.RawURLEncoding.DecodeString(b64b)
+	r, err2 := base64.RawURLEncoding.DecodeString(b64r)
+	if err1 != nil || err2 != nil {
+		return "", "", false
+	}
+	return string(b), string(r), true
+}
+
+func leaseKey(node string) string { return "n." + node }
+
+// lease is the value of a node's lease key.
+type lease struct {
+	Inc uint64 `json:"i"`
+}
+
+// Registry is the session registry of the cluster in JetStream KV: a sessions bucket written
+// only with compare-and-set, and a leases bucket whose keys vanish lease_ttl after their last
+// renewal (the bucket's max age). A watch keeps a replica of the sessions in memory, from
+// which routing decisions are taken without I/O.
+type Registry struct {
+	node    string
+	js      jetstream.JetStream
+	sess    jetstream.KeyValue
+	leases  jetstream.KeyValue
+	timeout time.Duration
+
+	mu      sync.RWMutex
+	byBare  map[string]map[string]Record // bare → resource → record
+	ready   chan struct{}
+	onWatch func(r Record, deleted bool)
+
+	leaseMu  sync.Mutex
+	inc      uint64 // revision of this node's lease key; its incarnation
+	leaseRev uint64
+	lastOK   time.Time
+}
+
+// OpenRegistry creates or opens the buckets and starts the watch. It retries while a JetStream
+// cluster is still electing its leader, up to ctx.
+func OpenRegistry(ctx context.Context, nc *nats.Conn, c *Config) (*Registry, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: jetstream: %w", err)
+	}
+	r := &Registry{node: c.NodeName, js: js, timeout: c.ForwardTimeout, byBare: map[string]map[string]Record{}, ready: make(chan struct{})}
+	sessCfg := jetstream.KeyValueConfig{
+		Bucket:   c.BucketPrefix + "_sessions",
+		History:  1,
+		Storage:  jetstream.MemoryStorage,
+		Replicas: c.Replicas,
+	}
+	leaseCfg := jetstream.KeyValueConfig{
+		Bucket:   c.BucketPrefix + "_leases",
+		History:  1,
+		TTL:      c.LeaseTTL,
+		Storage:  jetstream.MemoryStorage,
+		Replicas: c.Replicas,
+	}
+	for {
+		if r.sess == nil {
+			r.sess, err = createKV(ctx, js, sessCfg)
+		}
+		if err == nil && r.leases == nil {
+			r.leases, err = createKV(ctx, js, leaseCfg)
+		}
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster: creating the registry buckets: %w", err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return r, nil
+}
+
+func createKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	kv, err := js.CreateKeyValue(cctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		return js.KeyValue(cctx, cfg.Bucket)
+	}
+	return kv, err
+}
+
+// Watch keeps the replica up to date until ctx ends, calling fn (which may be nil) for each
+// change after the initial values. It returns once the initial values are loaded.
+func (r *Registry) Watch(ctx context.Context, fn func(rec Record, deleted bool)) error {
+	r.onWatch = fn
+	w, err := r.sess.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster: watching the registry: %w", err)
+	}
+	initial := true
+	loaded := make(chan struct{})
+	go func() {
+		defer w.Stop()
+		for e := range w.Updates() {
+			if e == nil {
+				if initial {
+					initial = false
+					close(loaded)
+				}
+				continue
+			}
+			r.apply(e, !initial)
+		}
+	}()
+	select {
+	case <-loaded:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Registry) apply(e jetstream.KeyValueEntry, notify bool) {
+	bare, res, ok := parseSessionKey(e.Key())
+	if !ok {
+		return
+	}
+	rec := Record{Bare: bare, Resource: res, Rev: e.Revision()}
+	deleted := e.Operation() != jetstream.KeyValuePut
+	if !deleted && json.Unmarshal(e.Value(), &rec.Entry) != nil {
+		deleted = true
+	}
+	r.mu.Lock()
+	m := r.byBare[bare]
+	if deleted {
+		if old, ok := m[res]; ok {
+			rec.Entry = old.Entry
+		}
+		delete(m, res)
+		if len(m) == 0 {
+			delete(r.byBare, bare)
+		}
+	} else {
+		if m == nil {
+			m = map[string]Record{}
+			r.byBare[bare] = m
+		}
+		m[res] = rec
+	}
+	r.mu.Unlock()
+	if notify && r.onWatch != nil {
+		r.onWatch(rec, deleted)
+	}
+}
+
+// Resources returns the replica's records of a bare JID.
+func (r *Registry) Resources(bare string) []Record {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	m := r.byBare[bare]
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]Record, 0, len(m))
+	for _, rec := range m {
+		out = append(out, rec)
+	}
+	return out
+}
+
+// Lookup returns the replica's record of a full JID.
+func (r *Registry) Lookup(bare, resource string) (Record, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	rec, ok := r.byBare[bare][resource]
+	return rec, ok
+}
+
+// Snapshot returns every record of the replica.
+func (r *Registry) Snapshot() []Record {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []Record
+	for _, m := range r.byBare {
+		for _, rec := range m {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// forget drops a record from the replica before the watch reports it gone, after the owning
+// node answered that it no longer has the session.
+func (r *Registry) forget(bare, resource string, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec, ok := r.byBare[bare][resource]; ok && rec.Rev == rev {
+		delete(r.byBare[bare], resource)
+		if len(r.byBare[bare]) == 0 {
+			delete(r.byBare, bare)
+		}
+	}
+}
+
+// Acquire takes this node's lease: a new key, or a stale one of a previous process of the same
+// node name (taken over by compare-and-set). The revision becomes the node's incarnation.
+func (r *Registry) Acquire(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	val := func(inc uint64) []byte { b, _ := json.Marshal(lease{Inc: inc}); return b }
+	rev, err := r.leases.Create(ctx, leaseKey(r.node), val(0))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		e, gerr := r.leases.Get(ctx, leaseKey(r.node))
+		if gerr != nil {
+			return 0, fmt.Errorf("cluster: reading the lease: %w", gerr)
+		}
+		rev, err = r.leases.Update(ctx, leaseKey(r.node), val(0), e.Revision())
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cluster: acquiring the lease: %w", err)
+	}
+	// The incarnation is written into the lease so other nodes can read it with the key.
+	rev2, err := r.leases.Update(ctx, leaseKey(r.node), val(rev), rev)
+	if err != nil {
+		return 0, fmt.Errorf("cluster: acquiring the lease: %w", err)
+	}
+	r.leaseMu.Lock()
+	r.inc, r.leaseRev, r.lastOK = rev, rev2, time.Now()
+	r.leaseMu.Unlock()
+	return rev, nil
+}
+
+// Renew renews the lease by compare-and-set, which fails if the key expired meanwhile (and
+// was perhaps taken by another process) as much as if NATS cannot be reached.
+func (r *Registry) Renew(ctx context.Context) error {
+	r.leaseMu.Lock()
+	inc, rev := r.inc, r.leaseRev
+	r.leaseMu.Unlock()
+	if inc == 0 {
+		return ErrFenced
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	b, _ := json.Marshal(lease{Inc: inc})
+	nrev, err := r.leases.Update(ctx, leaseKey(r.node), b, rev)
+	if err != nil {
+		return err
+	}
+	r.leaseMu.Lock()
+	if r.inc == inc {
+		r.leaseRev, r.lastOK = nrev, time.Now()
+	}
+	r.leaseMu.Unlock()
+	return nil
+}
+
+// SinceRenewal is how long ago the lease was last renewed.
+func (r *Registry) SinceRenewal() time.Duration {
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	return time.Since(r.lastOK)
+}
+
+// Drop forgets the lease after fencing, so nothing is written under the old incarnation.
+func (r *Registry) Drop() {
+	r.leaseMu.Lock()
+	r.inc, r.leaseRev = 0, 0
+	r.leaseMu.Unlock()
+}
+
+// Inc returns the current incarnation, 0 while fenced.
+func (r *Registry) Inc() uint64 {
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	return r.inc
+}
+
+// Release deletes this node's lease on a clean shutdown.
+func (r *Registry) Release(ctx context.Context) {
+	r.leaseMu.Lock()
+	rev := r.leaseRev
+	r.inc, r.leaseRev = 0, 0
+	r.leaseMu.Unlock()
+	if rev != 0 {
+		_ = r.leases.Delete(ctx, leaseKey(r.node), jetstream.LastRevision(rev))
+	}
+}
+
+// Live returns the incarnation of every node holding a lease, read from the stream leader.
+func (r *Registry) Live(ctx context.Context) (map[string]uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	lister, err := r.leases.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	out := map[string]uint64{}
+	for _, k := range keys {
+		e, err := r.leases.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var l lease
+		if json.Unmarshal(e.Value(), &l) == nil && l.Inc != 0 {
+			out[strings.TrimPrefix(k, "n.")] = l.Inc
+		}
+	}
+	return out, nil
+}
+
+// Claim makes this node the owner of a full JID. It returns the record it replaced when
+// another node owned the JID, so the caller can tell that node to close its session.
+// Every write is compare-and-set: a racing claim makes this one retry, never overwrite blindly.
+func (r *Registry) Claim(ctx context.Context, bare, resource string, e Entry, kick func(old Record) error) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	key := sessionKey(bare, resource)
+	val, _ := json.Marshal(e)
+	for attempt := 0; attempt < 5; attempt++ {
+		rev, err := r.sess.Create(ctx, key, val)
+		if err == nil {
+			return rev, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, err
+		}
+		cur, err := r.sess.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted meanwhile: create again
+		}
+		if err != nil {
+			return 0, err
+		}
+		var old Entry
+		_ = json.Unmarshal(cur.Value(), &old)
+		if (old.Node != e.Node || old.Inc != e.Inc) && kick != nil {
+			// RFC 6120 §7.7.2.2: the new session wins; the old node closes its own.
+			if err := kick(Record{Bare: bare, Resource: resource, Entry: old, Rev: cur.Revision()}); err != nil {
+				return 0, err
+			}
+		}
+		rev, err = r.sess.Update(ctx, key, val, cur.Revision())
+		if err == nil {
+			return rev, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("cluster: claiming %s/%s: too many concurrent claims", bare, resource)
+}
+
+// Update rewrites this node's record of a full JID if it is still at rev.
+func (r *Registry) Update(ctx context.Context, bare, resource string, e Entry, rev uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	val, _ := json.Marshal(e)
+	return r.sess.Update(ctx, sessionKey(bare, resource), val, rev)
+}
+
+// Remove deletes a record only if it is still at rev, so that a session replaced by a newer one
+// elsewhere can never delete the newer one's record.
+func (r *Registry) Remove(ctx context.Context, bare, resource string, rev uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	return r.sess.Delete(ctx, sessionKey(bare, resource), jetstream.LastRevision(rev))
+}
