@@ -160,15 +160,20 @@ EOF
   PIDS+=($!)
   wait_port "${ADDR[ejabberd]}" 5222 60
   SERVER_PID=$(pgrep -f "beam.smp.*$EJ_NODE" | head -1)
-  # XEP-0227 import: one command for every account, stored as SCRAM keys (4096 iterations).
-  {
-    echo "<?xml version='1.0' encoding='UTF-8'?><server-data xmlns='urn:xmpp:pie:0'><host jid='localhost'>"
-    awk -v n="$USERS" -v p="$PASSWORD" 'BEGIN { for (i = 0; i < n; i++) printf "<user name=\"user%d\" password=\"%s\"/>\n", i, p }'
-    echo "</host></server-data>"
-  } > "$dir/users.xml"
-  chown ejabberd "$dir/users.xml"
-  # shellcheck disable=SC2086
-  timeout 300 ejabberdctl $EJ_CTL import_piefxis "$dir/users.xml" >/dev/null
+  # XEP-0227 import, stored as SCRAM keys (4096 iterations), in files of 1000 accounts: one
+  # ejabberdctl call gives up after 60 seconds, which a busy machine needs for ~10,000.
+  local from
+  for ((from = 0; from < USERS; from += 1000)); do
+    {
+      echo "<?xml version='1.0' encoding='UTF-8'?><server-data xmlns='urn:xmpp:pie:0'><host jid='localhost'>"
+      awk -v a="$from" -v n="$((from + 1000 < USERS ? from + 1000 : USERS))" -v p="$PASSWORD" \
+        'BEGIN { for (i = a; i < n; i++) printf "<user name=\"user%d\" password=\"%s\"/>\n", i, p }'
+      echo "</host></server-data>"
+    } > "$dir/users-$from.xml"
+    chown ejabberd "$dir/users-$from.xml"
+    # shellcheck disable=SC2086
+    timeout 120 ejabberdctl $EJ_CTL import_piefxis "$dir/users-$from.xml" >/dev/null
+  done
 }
 
 stop_ejabberd() {

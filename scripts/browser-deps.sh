@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser test (test/browser_test.go) needs on a Debian machine: Debian's
-# chromium, run headless, and the npm packages of test/browser (@xmpp/client for the page,
-# playwright-core to drive the browser) from the committed package-lock.json. Safe to run
+# chromium, run headless, and the npm packages of test/browser (@xmpp/client and strophe.js for
+# the pages, playwright-core to drive the browser) from the committed package-lock.json. Safe to run
 # again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,6 @@ if ! command -v npm >/dev/null 2>&1; then
   echo "browser-deps: npm is missing; install Node.js 18 or later with npm" >&2
   exit 1
 fi
-if [ ! -d test/browser/node_modules/@xmpp/client ] || [ ! -d test/browser/node_modules/playwright-core ]; then
+if [ ! -d test/browser/node_modules/@xmpp/client ] || [ ! -d test/browser/node_modules/strophe.js ] || [ ! -d test/browser/node_modules/playwright-core ]; then
   (cd test/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -20,7 +20,7 @@ import (
 )
 
 // browserTimeout bounds the whole browser run: chromium's start, the login and the exchange.
-const browserTimeout = 90 * time.Second
+const browserTimeout = 150 * time.Second
 
 // browserState is the page's window.state as run.mjs prints it.
 type browserState struct {
@@ -38,8 +38,23 @@ type browserState struct {
 // listener. The page and @xmpp/client's browser bundle are served by the test itself.
 // scripts/browser-deps.sh installs chromium and the npm packages (make test-deps runs it).
 func TestBrowserWebSocket(t *testing.T) {
+	runBrowser(t, "index.html", filepath.Join("@xmpp", "client", "dist", "xmpp.min.js"), "/xmpp.min.js",
+		func(w *webServer) string { return "wss://" + w.HTTPAddr + "/xmpp-websocket" })
+}
+
+// TestBrowserBOSH does the same over BOSH with strophe.js, a BOSH client independent of the
+// server (XEP-0124, XEP-0206).
+func TestBrowserBOSH(t *testing.T) {
+	runBrowser(t, "bosh.html", filepath.Join("strophe.js", "dist", "strophe.umd.min.js"), "/strophe.umd.min.js",
+		func(w *webServer) string { return "https://" + w.HTTPAddr + "/http-bind" })
+}
+
+// runBrowser serves page and a client bundle (a path under node_modules, served at
+// bundlePath), logs alice in from chromium with the service URL service returns, and
+// exchanges a message each way with bob on TCP.
+func runBrowser(t *testing.T, page, bundleFile, bundlePath string, service func(*webServer) string) {
 	dir := filepath.Join(filepath.Dir(slixScript(t)), "..", "browser")
-	bundle := filepath.Join(dir, "node_modules", "@xmpp", "client", "dist", "xmpp.min.js")
+	bundle := filepath.Join(dir, "node_modules", bundleFile)
 	for _, need := range []string{"/usr/bin/chromium", bundle, filepath.Join(dir, "node_modules", "playwright-core")} {
 		if _, err := os.Stat(need); err != nil {
 			t.Fatalf("%s is missing (run scripts/browser-deps.sh): %v", need, err)
@@ -53,12 +68,12 @@ func TestBrowserWebSocket(t *testing.T) {
 	bob := connectMellium(t, w.Server, family{name: "IPv4", ip: "127.0.0.1"}, "bob", "secret", "tcp", sasl.ScramSha256)
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) { http.ServeFile(rw, r, filepath.Join(dir, "index.html")) })
-	mux.HandleFunc("/xmpp.min.js", func(rw http.ResponseWriter, r *http.Request) { http.ServeFile(rw, r, bundle) })
+	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) { http.ServeFile(rw, r, filepath.Join(dir, page)) })
+	mux.HandleFunc(bundlePath, func(rw http.ResponseWriter, r *http.Request) { http.ServeFile(rw, r, bundle) })
 	static := httptest.NewServer(mux)
 	defer static.Close()
 	q := url.Values{
-		"service": {"wss://" + w.HTTPAddr + "/xmpp-websocket"}, "domain": {testDomain},
+		"service": {service(w)}, "domain": {testDomain},
 		"username": {"alice"}, "password": {"secret"},
 	}
 
@@ -100,7 +115,14 @@ func TestBrowserWebSocket(t *testing.T) {
 	if err := bob.Send(sendCtx, msg.Wrap(xmlBody("hello from tcp"))); err != nil {
 		t.Fatal(err)
 	}
-	expectMessage(t, bob, "alice@localhost/browser", "hello from chromium")
+	select {
+	case m := <-bob.msgs:
+		if m.From.String() != "alice@localhost/browser" || m.Body != "hello from chromium" {
+			t.Fatalf("bob received %q from %s", m.Body, m.From)
+		}
+	case <-ctx.Done():
+		t.Fatalf("no answer from the page within %v", browserTimeout)
+	}
 	var last struct {
 		OK    bool          `json:"ok"`
 		Error string        `json:"error"`

@@ -8,17 +8,13 @@ package test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,30 +117,7 @@ func (m *mobileServer) restart(t *testing.T) {
 func runMobile(t *testing.T, port int, cert, scenario string, args ...string) map[string]any {
 	t.Helper()
 	requireSlixmpp(t)
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "slix", "mobile.py")
-	ctx, cancel := context.WithTimeout(context.Background(), slixTimeout)
-	defer cancel()
-	full := append([]string{script, scenario, "--host", "127.0.0.1", "--port", strconv.Itoa(port), "--cert", cert}, args...)
-	cmd := exec.CommandContext(ctx, python, full...)
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("slixmpp %s log:\n%s", scenario, stderr.String())
-		}
-	})
-	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) {
-		t.Fatalf("running slixmpp %s: %v", scenario, err)
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	var res map[string]any
-	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
-		t.Fatalf("slixmpp %s printed no JSON result: %v\n%s", scenario, jerr, stdout.String())
-	}
+	res, _ := runSlixScript[map[string]any](t, "mobile.py", slixTimeout, "127.0.0.1", port, cert, scenario, args...)
 	return res
 }
 

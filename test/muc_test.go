@@ -2,16 +2,9 @@ package test
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 )
 
@@ -108,37 +101,7 @@ type slixMUCResult struct {
 
 func runSlixMUC(t *testing.T, srv *Server, scenario string, args ...string) slixMUCResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*slixTimeout)
-	defer cancel()
-	script := filepath.Join(filepath.Dir(slixScript(t)), "muc.py")
-	full := append([]string{script, scenario, "--host", "127.0.0.1", "--port", strconv.Itoa(srv.Port4),
-		"--cert", srv.CertPath}, args...)
-	cmd := exec.CommandContext(ctx, python, full...)
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("slixmpp %s log:\n%s", scenario, stderr.String())
-		}
-	})
-	if ctx.Err() != nil {
-		t.Fatalf("slixmpp %s did not finish within %v", scenario, 2*slixTimeout)
-	}
-	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) {
-		t.Fatalf("running slixmpp %s: %v", scenario, err)
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	var res slixMUCResult
-	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
-		t.Fatalf("slixmpp %s printed no JSON result (exit %v): %v\nstdout:\n%s", scenario, err, jerr, stdout.String())
-	}
-	if !res.OK {
-		t.Fatalf("slixmpp %s failed: %s", scenario, res.Error)
-	}
-	return res
+	return runSlixOK[slixMUCResult](t, srv, "muc.py", 2*slixTimeout, scenario, args...)
 }
 
 // TestSlixmppMUC runs slixmpp's XEP-0045 plugin against a MUC service on both storage

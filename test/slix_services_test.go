@@ -2,17 +2,11 @@ package test
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"crypto/sha1"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,37 +41,7 @@ func startServicesServer(t *testing.T, b *storeBackend, opts imOptions) *imServe
 // runSlixServices runs one services.py scenario and returns its JSON result.
 func runSlixServices(t *testing.T, srv *imServer, scenario string, args ...string) map[string]any {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), slixTimeout)
-	defer cancel()
-	script := filepath.Join(filepath.Dir(slixScript(t)), "services.py")
-	full := append([]string{script, scenario, "--host", "127.0.0.1", "--port", strconv.Itoa(srv.Port4),
-		"--cert", srv.CertPath}, args...)
-	cmd := exec.CommandContext(ctx, python, full...)
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("slixmpp %s log:\n%s", scenario, stderr.String())
-		}
-	})
-	if ctx.Err() != nil {
-		t.Fatalf("slixmpp %s did not finish within %v", scenario, slixTimeout)
-	}
-	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) {
-		t.Fatalf("running slixmpp %s: %v", scenario, err)
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	var res map[string]any
-	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
-		t.Fatalf("slixmpp %s printed no JSON result (exit %v): %v\nstdout:\n%s", scenario, err, jerr, stdout.String())
-	}
-	if ok, _ := res["ok"].(bool); !ok {
-		t.Fatalf("slixmpp %s failed: %v\nresult: %v", scenario, res["error"], res)
-	}
-	return res
+	return runSlixOK[map[string]any](t, srv.Server, "services.py", slixTimeout, scenario, args...)
 }
 
 // TestSlixmppServices runs XEP-0202, XEP-0012, XEP-0054 with XEP-0153 stamping, XEP-0191,

@@ -1,16 +1,11 @@
 package test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -97,34 +92,7 @@ func requireSlixmpp(t testing.TB) {
 // the test log when the test fails.
 func runSlix(t *testing.T, srv *Server, f family, scenario string, args ...string) slixResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), slixTimeout)
-	defer cancel()
-	full := append([]string{slixScript(t), scenario,
-		"--host", f.ip, "--port", strconv.Itoa(srv.port(t, f)), "--cert", srv.CertPath}, args...)
-	cmd := exec.CommandContext(ctx, python, full...)
-	// Keep the source tree free of __pycache__ directories.
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("slixmpp %s log:\n%s", scenario, stderr.String())
-		}
-	})
-	if ctx.Err() != nil {
-		t.Fatalf("slixmpp %s did not finish within %v", scenario, slixTimeout)
-	}
-	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) {
-		t.Fatalf("running slixmpp %s: %v", scenario, err)
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	last := lines[len(lines)-1]
-	var res slixResult
-	if jerr := json.Unmarshal([]byte(last), &res); jerr != nil {
-		t.Fatalf("slixmpp %s printed no JSON result (exit %v): %v\nstdout:\n%s", scenario, err, jerr, stdout.String())
-	}
+	res, _ := runSlixScript[slixResult](t, "client.py", slixTimeout, f.ip, srv.port(t, f), srv.CertPath, scenario, args...)
 	return res
 }
 

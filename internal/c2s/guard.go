@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"time"
 
 	"mellium.im/xmpp/jid"
 
@@ -96,17 +95,9 @@ func (s *Session) recordFailure(f *sasl.Failure, user string) {
 	t.Fail(s.accountKey(user), s.cfg.AuthFailuresPerAccount, s.cfg.AuthFailureWindow)
 }
 
-// throttledFailure answers an attempt of a throttled address or account: after the delay, a
-// temporary-auth-failure (RFC 6120 §6.5.12), which tells a client to try again later. The wait
-// is a sleep of this stream's own goroutine with no lock held: it slows the guesser without
-// holding anything another stream needs.
+// throttledFailure answers an attempt of a throttled address or account; see authThrottled.
 func (s *Session) throttledFailure(mech, user string) error {
-	// saslFailure counts the failure in the metrics and logs it as any failure.
-	s.log.Warn("authentication throttled", "mechanism", mech, "username", user)
-	if d := s.cfg.AuthFailureDelay; d > 0 {
-		time.Sleep(d)
-	}
-	return s.saslFailure(&sasl.Failure{Condition: "temporary-auth-failure", Text: "too many failed attempts; try again later"}, mech, user)
+	return s.authThrottled(saslRFC6120, mech, user)
 }
 
 // atResourceLimit reports whether binding full would exceed the resources the account may

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -269,34 +268,7 @@ func (s *Session) authenticate(ctx context.Context, auth *stanza.Element, mechs 
 	if !slices.Contains(mechs, mech) {
 		return false, s.saslFailure(&sasl.Failure{Condition: "invalid-mechanism"}, mech, "")
 	}
-	plusAdvertised := false
-	for _, m := range mechs {
-		if len(m) > 5 && m[len(m)-5:] == "-PLUS" {
-			plusAdvertised = true
-		}
-	}
-	cfg := sasl.Config{
-		Domain:               s.domain,
-		Realm:                s.cfg.Realm,
-		Store:                s.cfg.Auth,
-		TLS:                  s.tlsState,
-		PlusAdvertised:       plusAdvertised,
-		AllowPlainWithoutTLS: s.cfg.AllowPlainWithoutTLS || s.secured,
-		Advertised:           mechs,
-	}
-	if s.tlsState != nil {
-		// The same list preAuthFeatures advertised, for the XEP-0474 hash.
-		if types := sasl.ChannelBindingTypes(s.tlsState); len(types) > 0 {
-			cfg.CBTypes = types
-		}
-	}
-	if s.tlsState != nil {
-		var leaf *x509.Certificate
-		if s.serverCert != nil {
-			leaf = s.serverCert.Leaf
-		}
-		cfg.ChannelBinding = sasl.NewChannelBinding(s.tlsState, leaf)
-	}
+	cfg := s.saslConfig(mechs)
 	if s.throttled("") {
 		// Answered before any credential is looked at, so a throttled address learns nothing.
 		return false, s.throttledFailure(mech, "")
@@ -313,63 +285,9 @@ func (s *Session) authenticate(ctx context.Context, auth *stanza.Element, mechs 
 	}
 	// The username the client claims, for the per-account throttle: the negotiator only tells
 	// the authenticated one.
-	claimed := claimedUser(mech, resp)
-	user := func() string {
-		if u := neg.Username(); u != "" {
-			return u
-		}
-		return claimed
-	}
-	for {
-		challenge, done, err := neg.Step(ctx, resp)
-		if err != nil {
-			var f *sasl.Failure
-			if !errors.As(err, &f) {
-				s.log.Error("authentication backend failed", "mechanism", mech, "err", err)
-				f = &sasl.Failure{Condition: "temporary-auth-failure"}
-			}
-			if s.throttled(user()) {
-				return false, s.throttledFailure(mech, user())
-			}
-			s.recordFailure(f, user())
-			return false, s.saslFailure(f, mech, user())
-		}
-		if done {
-			if s.throttled(user()) {
-				// Right and wrong passwords get the same answer while the account is
-				// throttled; otherwise the throttle would confirm a guess.
-				return false, s.throttledFailure(mech, user())
-			}
-			return s.saslSuccess(neg, mech, challenge)
-		}
-		ch := stanza.NewElement(stanza.NSSASL, "challenge")
-		if len(challenge) > 0 {
-			ch.AddText(base64.StdEncoding.EncodeToString(challenge))
-		}
-		if err := s.writeSync(ch); err != nil {
-			return false, err
-		}
-		el, err := s.dec.ReadElement()
-		if err != nil {
-			return false, err
-		}
-		switch {
-		case el.Space == stanza.NSSASL && el.Local == "response":
-			if resp, ferr = decodeSASL(el.Text()); ferr != nil {
-				return false, s.saslFailure(ferr, mech, neg.Username())
-			}
-			if c := claimedUser(mech, resp); c != "" {
-				claimed = c
-			}
-			if resp == nil {
-				resp = []byte{}
-			}
-		case el.Space == stanza.NSSASL && el.Local == "abort":
-			return false, s.saslFailure(&sasl.Failure{Condition: "aborted"}, mech, neg.Username())
-		default:
-			return false, stanza.NewStreamError("not-authorized", "unexpected element during authentication")
-		}
-	}
+	return s.saslExchange(ctx, saslRFC6120, neg, mech, resp, claimedUser(mech, resp), func(additional []byte) (bool, error) {
+		return s.saslSuccess(neg, mech, additional)
+	})
 }
 
 // decodeSASL decodes SASL payload text: empty means no data, "=" means empty data (RFC 6120 §6.4.2).
@@ -420,31 +338,7 @@ func (s *Session) saslSuccess(neg sasl.Negotiator, mech string, additional []byt
 
 // saslFailure reports a failed attempt; too many end the stream.
 func (s *Session) saslFailure(f *sasl.Failure, mech, user string) error {
-	// Wrong credentials count fully; protocol refusals (a channel binding the client cannot do,
-	// a mechanism it then retries without) count a third, so clients that probe their way down
-	// the mechanism list still reach one that works, while endless attempts stay bounded.
-	if f.Credentials {
-		s.authFails += 3
-	} else {
-		s.authFails++
-	}
-	metrics.Default.Auth(mech, false)
-	if s.cfg.LogAuthentication {
-		s.log.Log(context.Background(), observe.LevelAuth, "authentication failed", "mechanism", mech, "username", user, "condition", f.Condition)
-	} else {
-		s.log.Debug("authentication failed", "mechanism", mech, "username", user, "condition", f.Condition)
-	}
-	el := stanza.NewElement(stanza.NSSASL, "failure").AddChild(stanza.NewElement(stanza.NSSASL, f.Condition))
-	if f.Text != "" {
-		el.AddChild(stanza.NewElement(stanza.NSSASL, "text", stanza.Attr{Name: "xml:lang", Value: "en"}).AddText(f.Text))
-	}
-	if err := s.writeSync(el); err != nil {
-		return err
-	}
-	if s.cfg.MaxAuthFailures > 0 && s.authFails >= 3*s.cfg.MaxAuthFailures {
-		return stanza.NewStreamError("policy-violation", "too many failed authentication attempts")
-	}
-	return nil
+	return s.authFailure(saslRFC6120, f, mech, user)
 }
 
 // bindPhase reads the restarted stream's header, offers bind, and binds a resource (RFC 6120 §7).

@@ -191,9 +191,9 @@ func (s *Session) sasl2Attempt(ctx context.Context, el *stanza.Element, mechs []
 	}
 	var resp []byte
 	if ir := el.Child(NSSASL2, "initial-response"); ir != nil {
-		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(ir.Text()))
-		if err != nil {
-			return false, s.sasl2Failure(&sasl.Failure{Condition: "incorrect-encoding"}, mech, "")
+		b, ferr := decodeSASL2(ir.Text())
+		if ferr != nil {
+			return false, s.sasl2Failure(ferr, mech, "")
 		}
 		resp = b
 	}
@@ -210,61 +210,12 @@ func (s *Session) sasl2Attempt(ctx context.Context, el *stanza.Element, mechs []
 		errors.As(err, &f)
 		return false, s.sasl2Failure(f, mech, "")
 	}
-	claimed := claimedUser(mech, resp)
-	user := func() string {
-		if u := neg.Username(); u != "" {
-			return u
+	return s.saslExchange(ctx, saslXEP0388, neg, mech, resp, claimedUser(mech, resp), func(additional []byte) (bool, error) {
+		if len(additional) > 0 {
+			a.success.AddChild(stanza.NewElement(NSSASL2, "additional-data").AddText(base64.StdEncoding.EncodeToString(additional)))
 		}
-		return claimed
-	}
-	for {
-		challenge, done, err := neg.Step(ctx, resp)
-		if err != nil {
-			var f *sasl.Failure
-			if !errors.As(err, &f) {
-				s.log.Error("authentication backend failed", "mechanism", mech, "err", err)
-				f = &sasl.Failure{Condition: "temporary-auth-failure"}
-			}
-			if s.throttled(user()) {
-				return false, s.sasl2Throttled(mech, user())
-			}
-			s.recordFailure(f, user())
-			return false, s.sasl2Failure(f, mech, user())
-		}
-		if done {
-			if s.throttled(user()) {
-				return false, s.sasl2Throttled(mech, user())
-			}
-			if len(challenge) > 0 {
-				a.success.AddChild(stanza.NewElement(NSSASL2, "additional-data").AddText(base64.StdEncoding.EncodeToString(challenge)))
-			}
-			return s.sasl2Authenticated(a, neg.Username(), neg.Authzid())
-		}
-		ch := stanza.NewElement(NSSASL2, "challenge").AddText(base64.StdEncoding.EncodeToString(challenge))
-		if err := s.writeSync(ch); err != nil {
-			return false, err
-		}
-		next, err := s.dec.ReadElement()
-		if err != nil {
-			return false, err
-		}
-		switch {
-		case next.Space == NSSASL2 && next.Local == "response":
-			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(next.Text()))
-			if err != nil {
-				return false, s.sasl2Failure(&sasl.Failure{Condition: "incorrect-encoding"}, mech, user())
-			}
-			resp = b
-			if c := claimedUser(mech, resp); c != "" {
-				claimed = c
-			}
-		case next.Space == NSSASL2 && next.Local == "abort":
-			return false, s.sasl2Failure(&sasl.Failure{Condition: "aborted"}, mech, user())
-		default:
-			// XEP-0388 §2.4: nothing but responses during authentication.
-			return false, stanza.NewStreamError("not-authorized", "unexpected element during authentication")
-		}
-	}
+		return s.sasl2Authenticated(a, neg.Username(), neg.Authzid())
+	})
 }
 
 // saslConfig is the negotiator configuration of this stream; mechs is what was advertised,
@@ -501,35 +452,10 @@ func (s *Session) mamMetadata(ctx context.Context, h *module.Host, full jid.JID)
 
 // sasl2Failure reports a failed SASL2 attempt (XEP-0388 §2.6.2); too many end the stream.
 func (s *Session) sasl2Failure(f *sasl.Failure, mech, user string) error {
-	if f.Credentials {
-		s.authFails += 3
-	} else {
-		s.authFails++
-	}
-	metrics.Default.Auth(mech, false)
-	if s.cfg.LogAuthentication {
-		s.log.Log(context.Background(), observe.LevelAuth, "authentication failed", "mechanism", mech, "username", user, "condition", f.Condition, "profile", "sasl2")
-	} else {
-		s.log.Debug("authentication failed", "mechanism", mech, "username", user, "condition", f.Condition, "profile", "sasl2")
-	}
-	el := stanza.NewElement(NSSASL2, "failure").AddChild(stanza.NewElement(stanza.NSSASL, f.Condition))
-	if f.Text != "" {
-		el.AddChild(stanza.NewElement(NSSASL2, "text").AddText(f.Text))
-	}
-	if err := s.writeSync(el); err != nil {
-		return err
-	}
-	if s.cfg.MaxAuthFailures > 0 && s.authFails >= 3*s.cfg.MaxAuthFailures {
-		return stanza.NewStreamError("policy-violation", "too many failed authentication attempts")
-	}
-	return nil
+	return s.authFailure(saslXEP0388, f, mech, user)
 }
 
 // sasl2Throttled answers an attempt of a throttled address or account as throttledFailure does.
 func (s *Session) sasl2Throttled(mech, user string) error {
-	s.log.Warn("authentication throttled", "mechanism", mech, "username", user)
-	if d := s.cfg.AuthFailureDelay; d > 0 {
-		time.Sleep(d)
-	}
-	return s.sasl2Failure(&sasl.Failure{Condition: "temporary-auth-failure", Text: "too many failed attempts; try again later"}, mech, user)
+	return s.authThrottled(saslXEP0388, mech, user)
 }

@@ -19,9 +19,12 @@ import (
 
 // Defaults of the cluster scope.
 const (
-	DefaultLeaseTTL            = 10 * time.Second
+	// The lease must outlive a JetStream leader election (4 to 9 s in nats-server): a node
+	// that fenced itself, or lost its lease, whenever the registry's leader moved would take
+	// every session of the cluster down with a single NATS server.
+	DefaultLeaseTTL            = 20 * time.Second
 	DefaultLeaseRenew          = 2 * time.Second
-	DefaultFenceAfter          = 6 * time.Second
+	DefaultFenceAfter          = 15 * time.Second
 	DefaultAntiEntropy         = 30 * time.Second
 	DefaultNodeLossGrace       = 30 * time.Second
 	DefaultNodeLossPresenceRPS = 500

@@ -110,7 +110,7 @@ func splitHostPort(s string) (string, int, error) {
 		return "", 0, err
 	}
 	n, err := strconv.Atoi(p)
-	if err != nil || n < 0 || n > 65535 {
+	if err != nil || n < -1 || n > 65535 { // -1 picks a free port
 		return "", 0, fmt.Errorf("bad port %q", p)
 	}
 	return h, n, nil

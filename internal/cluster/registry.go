@@ -23,6 +23,9 @@ type Entry struct {
 	Avail bool   `json:"a,omitempty"`
 	Prio  int    `json:"p,omitempty"`
 	Pres  string `json:"x,omitempty"`
+	// Flags are per-session states that modules on other nodes need, such as the namespaces
+	// of the pushes a session asked for (the roster, RFC 6121 §2.1.6).
+	Flags []string `json:"f,omitempty"`
 	Since int64  `json:"t"` // Unix milliseconds of the bind
 }
 

@@ -31,7 +31,7 @@ domain "#xmpp#conference.example.com" {
 		MaxRooms: 5, MaxOccupants: 200, HistoryLength: 20, MaxNickLength: 64, MaxAffiliations: 1000,
 		MaxRelayedIQ: 256, ArchivePageSize: 50, ArchiveMaxPage: 250,
 		DefaultMaxUsers: 100, DefaultPersistent: true, DefaultPublic: true, DefaultWhois: "anyone",
-		DefaultAllowPM: "anyone", DefaultArchive: true,
+		DefaultAllowPM: "anyone", DefaultArchive: true, Registration: true,
 	}
 	if !reflect.DeepEqual(*d.MUC, want) {
 		t.Errorf("options\n got %+v\nwant %+v", *d.MUC, want)

@@ -309,3 +309,21 @@ func TestBOSHSecured(t *testing.T) {
 		}
 	}
 }
+
+// TestBOSHPolling checks a polling session (hold="0", XEP-0124 §12): requests are answered at
+// once, and empty requests faster than the advertised polling interval end the session.
+func TestBOSHPolling(t *testing.T) {
+	w := newTestWeb(t, func(s *Settings, _ *c2s.Config) { s.BOSHPolling = time.Hour })
+	c := newBOSHClient(t, w)
+	resp := c.post(fmt.Sprintf(`<body xmlns="%s" rid="%d" to="localhost" hold="0" wait="60"/>`, NSHTTPBind, c.rid))
+	c.sid = resp.Attr("sid")
+	if resp.Attr("hold") != "0" || resp.Attr("requests") != "1" || resp.Attr("polling") != "3600" {
+		t.Fatalf("creation: %s", resp)
+	}
+	if resp := c.send("", ""); resp.Attr("type") == "terminate" {
+		t.Fatalf("first poll: %s", resp)
+	}
+	if resp := c.send("", ""); resp.Attr("condition") != "policy-violation" {
+		t.Fatalf("second poll within the interval: %s", resp)
+	}
+}

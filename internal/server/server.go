@@ -17,6 +17,7 @@ import (
 
 	"impetus/internal/auth"
 	"impetus/internal/c2s"
+	"impetus/internal/cluster"
 	"impetus/internal/component"
 	"impetus/internal/config"
 	"impetus/internal/core"
@@ -72,6 +73,8 @@ type Server struct {
 	guard limitState
 	// web is the http_listener: WebSocket, BOSH, host-meta, file upload (web.go).
 	web *httpd.Server
+	// cluster is this node of a cluster, or nil for a single node (cluster.go).
+	cluster *cluster.Node
 }
 
 // LoadConfig loads and checks a configuration as the server will use it: the language and
@@ -83,6 +86,9 @@ func LoadConfig(path string) (*config.Config, []config.Warning, error) {
 		return nil, warnings, err
 	}
 	if err := tlsconf.CheckConfig(cfg); err != nil {
+		return nil, warnings, err
+	}
+	if err := checkCluster(cfg); err != nil {
 		return nil, warnings, err
 	}
 	return cfg, warnings, nil
@@ -163,9 +169,13 @@ func (s *Server) start(ctx context.Context) error {
 	s.ops.store.Store(&store)
 	acc := accounts{s}
 	s.router = router.NewLocal(acc)
-	s.core = core.New(timedRouter{s.router}, s.log)
+	rt, err := s.startCluster(ctx, acc)
+	if err != nil {
+		return err
+	}
+	s.core = core.New(timedRouter{rt}, s.log)
 	for _, d := range domains {
-		h := module.NewHost(d, s.router, s.core, s.storage, acc, s.log.With("host", d))
+		h := module.NewHost(d, rt, s.core, s.storage, acc, s.log.With("host", d))
 		h.Config = s.cfg
 		h.DataDir = s.opts.DataDir
 		h.Auth = s.authStore
@@ -180,6 +190,7 @@ func (s *Server) start(ctx context.Context) error {
 		s.hosts = append(s.hosts, h)
 	}
 	listServices(s.hosts)
+	s.clusterHooks()
 	s.components = component.New(component.Config{
 		Core:    s.core,
 		Secrets: func() map[string]string { return s.liveConfig().ComponentDomains() },
@@ -367,6 +378,7 @@ func (s *Server) stop() {
 	for _, l := range s.listeners {
 		l.Wait(5 * time.Second)
 	}
+	s.stopCluster()
 	for i := len(s.hosts) - 1; i >= 0; i-- {
 		s.hosts[i].Stop()
 	}

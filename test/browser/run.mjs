@@ -1,4 +1,5 @@
-// Drives the test page in Debian's headless chromium with playwright-core. Usage:
+// Drives a test page (index.html with @xmpp/client over WebSocket, bosh.html with strophe.js
+// over BOSH) in Debian's headless chromium with playwright-core. Usage:
 //   node run.mjs <page URL> <peer JID> <reply body>
 // Prints one JSON line when the page is online ({"online": jid}), then waits for the first
 // message the page receives, answers the peer with the reply body, and prints the final
@@ -9,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const [pageURL, peer, reply] = process.argv.slice(2);
-const STEP = 20000;
+const STEP = 45000; // a bound per step; a loaded machine starts chromium slowly
 const profile = mkdtempSync(join(tmpdir(), "impetus-chromium-"));
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 let context;

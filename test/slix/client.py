@@ -5,6 +5,9 @@ Each run performs one scenario and prints exactly one JSON object on the last
 line of standard output; slixmpp's debug log, which shows every XML exchange,
 goes to standard error so that a failing Go test can show it.
 
+The other scripts in this directory import Client and the shared runner
+(scenario_parser, run_scenario) from here.
+
 Scenarios:
   login     connect, STARTTLS, authenticate with one forced SASL mechanism, bind
   queries   log in, then XEP-0199 ping, XEP-0030 disco#info and XEP-0092 version
@@ -165,6 +168,66 @@ def iq_error(e):
     return "error:%s" % e.iq["error"]["condition"]
 
 
+async def next_matching(queue, pred, what):
+    """Return the first queued item matching pred, bounded by STEP_TIMEOUT."""
+    async def scan():
+        while True:
+            item = await queue.get()
+            if pred(item):
+                return item
+    try:
+        return await asyncio.wait_for(scan(), STEP_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise RuntimeError("timeout waiting for " + what)
+
+
+async def ping(c):
+    """A ping round trip: the server has processed everything c sent before it."""
+    await c["xep_0199"].send_ping(c.boundjid.domain, timeout=STEP_TIMEOUT)
+
+
+def scenario_parser(doc, scenarios, password=True):
+    """Return a parser for the options every scenario script shares.
+
+    A script adds its own options before calling run_scenario. The peer and
+    third-party accounts are optional since not every scenario uses them.
+    """
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("scenario", choices=sorted(scenarios))
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--cert", required=True, help="PEM file of the server certificate to pin")
+    p.add_argument("--jid", required=True)
+    if password:
+        p.add_argument("--password", required=True)
+    p.add_argument("--peer-jid", default="")
+    p.add_argument("--peer-password", default="")
+    p.add_argument("--third-jid", default="")
+    p.add_argument("--third-password", default="")
+    return p
+
+
+def run_scenario(args, scenarios, log_level=logging.DEBUG):
+    """Run the chosen scenario and print its result as the last line of stdout.
+
+    An exception is reported to the Go test as data rather than a traceback
+    alone, so that the test can show what went wrong next to the XML log.
+    """
+    logging.basicConfig(level=log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with open(args.cert) as f:
+        cert = ssl.PEM_cert_to_DER_cert(f.read())
+    try:
+        result = asyncio.run(scenarios[args.scenario](args, cert))
+    except Exception as e:  # noqa: BLE001 - reported to the Go test as data
+        logging.exception("scenario failed")
+        result = {"ok": False, "error": "exception: %r" % e}
+    result["slixmpp"] = slixmpp.__version__
+    # default=str keeps a stray non-JSON value (a JID, a datetime) from
+    # turning the whole result into a traceback.
+    print(json.dumps(result, default=str), flush=True)
+
+
 async def scenario_login(args, cert):
     c = Client(args.jid, args.password, args.mech, args.host, args.port, cert,
                no_cb=args.no_channel_binding, tls12=args.tls12)
@@ -278,33 +341,12 @@ SCENARIOS = {
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("scenario", choices=sorted(SCENARIOS))
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--jid", required=True)
-    p.add_argument("--password", required=True)
+    p = scenario_parser(__doc__, SCENARIOS)
     p.add_argument("--mech", default="")
-    p.add_argument("--cert", required=True, help="PEM file of the server certificate to pin")
-    p.add_argument("--peer-jid", default="")
-    p.add_argument("--peer-password", default="")
     p.add_argument("--no-channel-binding", action="store_true",
                    help="withhold tls-unique data so SCRAM sends gs2 flag n")
     p.add_argument("--tls12", action="store_true", help="allow at most TLS 1.2")
-    args = p.parse_args()
-
-    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with open(args.cert) as f:
-        cert = ssl.PEM_cert_to_DER_cert(f.read())
-
-    try:
-        result = asyncio.run(SCENARIOS[args.scenario](args, cert))
-    except Exception as e:  # noqa: BLE001 - reported to the Go test as data
-        logging.exception("scenario failed")
-        result = {"ok": False, "error": "exception: %r" % e}
-    result["slixmpp"] = slixmpp.__version__
-    print(json.dumps(result), flush=True)
+    run_scenario(p.parse_args(), SCENARIOS)
 
 
 if __name__ == "__main__":

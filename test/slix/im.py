@@ -15,17 +15,11 @@ Scenarios:
              the peer then logs in and receives it with its XEP-0203 delay
 """
 
-import argparse
 import asyncio
-import json
-import logging
-import ssl
-import sys
 
-import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 
-from client import STEP_TIMEOUT, Client
+from client import STEP_TIMEOUT, Client, next_matching, ping, run_scenario, scenario_parser
 
 
 def new_client(args, cert, jid, password):
@@ -57,19 +51,6 @@ def new_client(args, cert, jid, password):
     return c
 
 
-async def next_matching(queue, pred, what):
-    """Return the first queued item matching pred, bounded by STEP_TIMEOUT."""
-    async def scan():
-        while True:
-            item = await queue.get()
-            if pred(item):
-                return item
-    try:
-        return await asyncio.wait_for(scan(), STEP_TIMEOUT)
-    except asyncio.TimeoutError:
-        raise RuntimeError("timeout waiting for " + what)
-
-
 async def roster_query(c, ver=None):
     """Send a roster get and return (ver, {jid: item}) or (None, None) for an empty result."""
     iq = c.Iq()
@@ -86,10 +67,6 @@ async def roster_query(c, ver=None):
         for j, it in res["roster"]["items"].items()
     }
     return res["roster"]["ver"], items
-
-
-async def ping(c):
-    await c["xep_0199"].send_ping(c.boundjid.domain, timeout=STEP_TIMEOUT)
 
 
 async def scenario_roster(args, cert):
@@ -235,28 +212,8 @@ SCENARIOS = {
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("scenario", choices=sorted(SCENARIOS))
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--cert", required=True)
-    p.add_argument("--jid", required=True)
-    p.add_argument("--password", required=True)
-    p.add_argument("--peer-jid", default="")
-    p.add_argument("--peer-password", default="")
-    args = p.parse_args()
-
-    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with open(args.cert) as f:
-        cert = ssl.PEM_cert_to_DER_cert(f.read())
-    try:
-        result = asyncio.run(SCENARIOS[args.scenario](args, cert))
-    except Exception as e:  # noqa: BLE001 - reported to the Go test as data
-        logging.exception("scenario failed")
-        result = {"ok": False, "error": "exception: %r" % e}
-    result["slixmpp"] = slixmpp.__version__
-    print(json.dumps(result), flush=True)
+    p = scenario_parser(__doc__, SCENARIOS)
+    run_scenario(p.parse_args(), SCENARIOS)
 
 
 if __name__ == "__main__":

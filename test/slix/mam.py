@@ -12,18 +12,13 @@ Scenarios:
            and by time range, and fetches the query form and the metadata.
 """
 
-import argparse
 import asyncio
-import json
 import logging
-import ssl
-import sys
 
-import slixmpp
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 
-from client import STEP_TIMEOUT, Client
+from client import STEP_TIMEOUT, Client, ping as sync, run_scenario, scenario_parser
 
 
 def new_client(args, cert, jid, password):
@@ -31,11 +26,6 @@ def new_client(args, cert, jid, password):
     for p in ("xep_0199", "xep_0030", "xep_0059", "xep_0297", "xep_0313", "xep_0359"):
         c.register_plugin(p)
     return c
-
-
-async def sync(c):
-    """A ping round trip: the server has processed everything c sent before it."""
-    await c["xep_0199"].send_ping(c.boundjid.domain, timeout=STEP_TIMEOUT)
 
 
 def body_of(result_msg):
@@ -150,31 +140,9 @@ SCENARIOS = {
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("scenario", choices=sorted(SCENARIOS))
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--cert", required=True)
-    p.add_argument("--jid", required=True)
-    p.add_argument("--password", required=True)
-    p.add_argument("--peer-jid", default="")
-    p.add_argument("--peer-password", default="")
-    p.add_argument("--third-jid", default="")
-    p.add_argument("--third-password", default="")
+    p = scenario_parser(__doc__, SCENARIOS)
     p.add_argument("--count", type=int, default=120)
-    args = p.parse_args()
-
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with open(args.cert) as f:
-        cert = ssl.PEM_cert_to_DER_cert(f.read())
-    try:
-        result = asyncio.run(SCENARIOS[args.scenario](args, cert))
-    except Exception as e:  # noqa: BLE001 - reported to the Go test as data
-        logging.exception("scenario failed")
-        result = {"ok": False, "error": "exception: %r" % e}
-    result["slixmpp"] = slixmpp.__version__
-    print(json.dumps(result), flush=True)
+    run_scenario(p.parse_args(), SCENARIOS, log_level=logging.INFO)
 
 
 if __name__ == "__main__":

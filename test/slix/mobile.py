@@ -13,16 +13,10 @@ binding, which TLS 1.3 lacks, and its fallbacks through the SCRAM-*-PLUS list
 would trip the server's authentication throttle for the second client.
 """
 
-import argparse
 import asyncio
-import json
-import logging
-import ssl
-import sys
 
-import slixmpp
 
-from client import STEP_TIMEOUT, Client
+from client import STEP_TIMEOUT, Client, run_scenario, scenario_parser
 
 
 def event_future(client, name):
@@ -137,27 +131,8 @@ SCENARIOS = {"sm": scenario_sm, "csi": scenario_csi, "directtls": scenario_direc
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("scenario", choices=sorted(SCENARIOS))
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--jid", required=True)
-    p.add_argument("--password", required=True)
-    p.add_argument("--cert", required=True)
-    p.add_argument("--peer-jid", default="")
-    p.add_argument("--peer-password", default="")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with open(args.cert) as f:
-        cert = ssl.PEM_cert_to_DER_cert(f.read())
-    try:
-        result = asyncio.run(SCENARIOS[args.scenario](args, cert))
-    except Exception as e:  # noqa: BLE001 - reported to the Go test as data
-        logging.exception("scenario failed")
-        result = {"ok": False, "error": "exception: %r" % e}
-    result["slixmpp"] = slixmpp.__version__
-    print(json.dumps(result, default=str), flush=True)
+    p = scenario_parser(__doc__, SCENARIOS)
+    run_scenario(p.parse_args(), SCENARIOS)
 
 
 if __name__ == "__main__":

@@ -17,19 +17,14 @@ Scenarios:
           outcast list and its history must have survived
 """
 
-import argparse
 import asyncio
-import json
-import logging
-import ssl
-import sys
 
 import slixmpp
 from slixmpp.exceptions import IqError, PresenceError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from client import STEP_TIMEOUT, Client
+from client import STEP_TIMEOUT, Client, next_matching, run_scenario, scenario_parser
 
 
 def new_client(args, cert, jid):
@@ -60,19 +55,6 @@ def new_client(args, cert, jid):
             c.private.put_nowait(m)
     c.add_event_handler("message", on_message)
     return c
-
-
-async def next_matching(queue, pred, what):
-    """Return the first queued item matching pred, bounded by STEP_TIMEOUT."""
-    async def scan():
-        while True:
-            item = await queue.get()
-            if pred(item):
-                return item
-    try:
-        return await asyncio.wait_for(scan(), STEP_TIMEOUT)
-    except asyncio.TimeoutError:
-        raise RuntimeError("timeout waiting for " + what)
 
 
 def codes(pres):
@@ -225,28 +207,10 @@ SCENARIOS = {
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("scenario", choices=sorted(SCENARIOS))
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--cert", required=True)
-    p.add_argument("--jid", required=True)
-    p.add_argument("--peer-jid", default="")
-    p.add_argument("--third-jid", default="")
+    # Passwords derive from the JIDs (see new_client), so there is no --password.
+    p = scenario_parser(__doc__, SCENARIOS, password=False)
     p.add_argument("--room", required=True)
-    args = p.parse_args()
-
-    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with open(args.cert) as f:
-        cert = ssl.PEM_cert_to_DER_cert(f.read())
-    try:
-        result = asyncio.run(SCENARIOS[args.scenario](args, cert))
-    except Exception as e:  # noqa: BLE001 - reported to the Go test as data
-        logging.exception("scenario failed")
-        result = {"ok": False, "error": "exception: %r" % e}
-    result["slixmpp"] = slixmpp.__version__
-    print(json.dumps(result), flush=True)
+    run_scenario(p.parse_args(), SCENARIOS)
 
 
 if __name__ == "__main__":

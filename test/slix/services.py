@@ -19,19 +19,15 @@ Scenarios:
              then fails
 """
 
-import argparse
 import asyncio
 import base64
 import hashlib
-import json
 import logging
-import ssl
-import sys
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 
-from client import STEP_TIMEOUT, Client
+from client import STEP_TIMEOUT, Client, run_scenario, scenario_parser
 
 PHOTO = b"\x89PNG\r\n\x1a\n impetus test avatar"
 
@@ -240,29 +236,10 @@ SCENARIOS = {
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("scenario", choices=sorted(SCENARIOS))
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--cert", required=True)
-    p.add_argument("--jid", required=True)
-    p.add_argument("--password", required=True)
-    p.add_argument("--peer-jid", default="")
-    p.add_argument("--peer-password", default="")
+    p = scenario_parser(__doc__, SCENARIOS)
     p.add_argument("--component", default="")
     p.add_argument("--component-secret", default="")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with open(args.cert) as f:
-        cert = ssl.PEM_cert_to_DER_cert(f.read())
-    try:
-        result = asyncio.run(SCENARIOS[args.scenario](args, cert))
-    except Exception as e:  # noqa: BLE001 - reported to the Go test as data
-        logging.exception("scenario failed")
-        result = {"ok": False, "error": "exception: %r" % e}
-    result["slixmpp"] = slixmpp.__version__
-    print(json.dumps(result, default=str), flush=True)
+    run_scenario(p.parse_args(), SCENARIOS)
 
 
 if __name__ == "__main__":

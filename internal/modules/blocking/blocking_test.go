@@ -8,20 +8,7 @@ import (
 	"impetus/internal/modules/roster/rostertest"
 	"impetus/internal/storage"
 	"impetus/internal/storage/memory"
-	"impetus/internal/storage/sqlite"
 )
-
-func backends(t *testing.T, fn func(t *testing.T, b storage.Backend)) {
-	t.Run("memory", func(t *testing.T) { fn(t, memory.New()) })
-	t.Run("sqlite", func(t *testing.T) {
-		b, err := sqlite.Open(t.Context(), t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		fn(t, b)
-	})
-}
 
 func server(t *testing.T, b storage.Backend) *rostertest.Server {
 	srv := rostertest.New(t, b, rostertest.Config{}, "example.com")
@@ -44,7 +31,7 @@ func has(t *testing.T, got []string, want ...string) {
 }
 
 func TestBlockUnblockPushes(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		srv := server(t, b)
 		a1 := srv.Connect("alice@example.com/one")
 		a2 := srv.Connect("alice@example.com/two")
@@ -84,7 +71,7 @@ func TestBlockUnblockPushes(t *testing.T) {
 }
 
 func TestBlockingEffects(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		srv := server(t, b)
 		alice := srv.Connect("alice@example.com/a")
 		bob := srv.Connect("bob@example.com/b")

@@ -1,14 +1,21 @@
 // Package bookmarks implements the server side of XEP-0402: PEP Native Bookmarks with its
 // compatibility with XEP-0048: Bookmarks kept in XEP-0049 private XML storage
-// (urn:xmpp:bookmarks:1#compat). The bookmarks themselves are items of the PEP node
-// urn:xmpp:bookmarks:1, one per room, which the pep module stores; this module keeps the
-// legacy <storage xmlns='storage:bookmarks'/> document in private storage in step with them,
-// both ways (XEP-0402 §5):
+// (urn:xmpp:bookmarks:1#compat) and with XEP-0048 bookmarks kept in the PEP node
+// storage:bookmarks (urn:xmpp:bookmarks:1#compat-pep). The bookmarks themselves are items of
+// the PEP node urn:xmpp:bookmarks:1, one per room, which the pep module stores; this module
+// keeps the legacy <storage xmlns='storage:bookmarks'/> document, in private storage and as
+// the item "current" of the PEP node storage:bookmarks, in step with them, every way
+// (XEP-0402 §5):
 //
 //   - when a client publishes, retracts or purges bookmarks, the legacy document is rebuilt from
 //     the node's items, keeping the URL bookmarks only XEP-0048 knows;
-//   - when a legacy client stores the document, each changed room is published to the node and
-//     each removed room retracted, so modern clients get notifications for those only.
+//   - when a legacy client stores the document (in private storage or by publishing it to
+//     storage:bookmarks), each changed room is published to the node and each removed room
+//     retracted, so modern clients get notifications for those only, and the other legacy
+//     copy is rewritten.
+//
+// Retracting, purging or deleting the storage:bookmarks node changes nothing else: a client
+// that drops the legacy node does not mean to drop its bookmarks.
 package bookmarks
 
 import (
@@ -30,6 +37,10 @@ const (
 	NS       = "urn:xmpp:bookmarks:1"
 	NSCompat = NS + "#compat"
 	NSLegacy = "storage:bookmarks"
+	// NSCompatPEP announces the unification with XEP-0048 bookmarks in PEP.
+	NSCompatPEP = NS + "#compat-pep"
+	// legacyItem is the id of the one item of the storage:bookmarks node (XEP-0048 §3.2).
+	legacyItem = "current"
 )
 
 func init() { module.Register("bookmarks", func() module.Module { return new(Bookmarks) }) }
@@ -51,7 +62,9 @@ func (b *Bookmarks) Provision(h *module.Host) error {
 		return errors.New("bookmarks: the pep and private modules must be provisioned first")
 	}
 	h.AddAccountFeature(NSCompat)
+	h.AddAccountFeature(NSCompatPEP)
 	b.pep.OnChange(NS, b.fromPEP)
+	b.pep.OnChange(NSLegacy, b.fromLegacyPEP)
 	b.priv.OnSet(NSLegacy, "storage", b.fromLegacy)
 	return nil
 }
@@ -98,12 +111,80 @@ func (b *Bookmarks) syncLegacy(ctx context.Context, owner jid.JID) error {
 		}
 		doc.AddChild(toLegacy(it.ID, it.Payload))
 	}
-	return b.priv.Put(ctx, owner, doc)
+	if err := b.priv.Put(ctx, owner, doc); err != nil {
+		return err
+	}
+	return b.putLegacyPEP(ctx, owner, doc)
 }
 
-// fromLegacy publishes the rooms of a document a legacy client stored that differ from the
-// node's items and retracts the rooms it no longer lists.
+// legacyPublishOptions are the node settings XEP-0048 §3.2 asks for storage:bookmarks.
+func legacyPublishOptions() map[string][]string {
+	return map[string][]string{
+		"pubsub#persist_items": {"true"},
+		"pubsub#access_model":  {"whitelist"},
+	}
+}
+
+// putLegacyPEP publishes doc as the item of the storage:bookmarks node unless it is already
+// there, so clients that follow that node are notified of real changes only.
+func (b *Bookmarks) putLegacyPEP(ctx context.Context, owner jid.JID, doc *stanza.Element) error {
+	items, _, exists, err := b.pep.Items(ctx, owner, NSLegacy)
+	if err != nil {
+		return err
+	}
+	enc := doc.AppendXML(nil, "")
+	for _, it := range items {
+		if it.ID == legacyItem && it.Payload != nil && bytes.Equal(it.Payload.AppendXML(nil, ""), enc) {
+			return nil
+		}
+	}
+	var opts map[string][]string
+	if !exists {
+		opts = legacyPublishOptions()
+	}
+	return b.pep.Apply(ctx, owner, NSLegacy, opts, []pep.Item{{ID: legacyItem, Payload: doc}}, nil, owner)
+}
+
+// fromLegacyPEP takes a document a client published to the storage:bookmarks node into the
+// XEP-0402 node and private storage.
+func (b *Bookmarks) fromLegacyPEP(ctx context.Context, owner jid.JID, _ string) {
+	items, _, _, err := b.pep.Items(ctx, owner, NSLegacy)
+	if err != nil {
+		b.h.Log.Error("bookmarks: reading storage:bookmarks", "user", owner.String(), "err", err)
+		return
+	}
+	if len(items) == 0 {
+		return
+	}
+	doc := items[len(items)-1].Payload
+	if doc == nil || doc.Space != NSLegacy || doc.Local != "storage" {
+		return
+	}
+	if err := b.toNative(ctx, owner, doc); err != nil {
+		b.h.Log.Error("bookmarks: updating the bookmarks node", "user", owner.String(), "err", err)
+	}
+	if err := b.priv.Put(ctx, owner, doc); err != nil {
+		b.h.Log.Error("bookmarks: updating private storage", "user", owner.String(), "err", err)
+	}
+}
+
+// fromLegacy takes a document a legacy client stored in private storage into the XEP-0402
+// node and the storage:bookmarks node.
 func (b *Bookmarks) fromLegacy(ctx context.Context, owner jid.JID, doc *stanza.Element) error {
+	if err := b.toNative(ctx, owner, doc); err != nil {
+		return err
+	}
+	// The PEP copy is a courtesy to other clients; failing to write it (the account at its
+	// node limit) does not refuse the client's store.
+	if err := b.putLegacyPEP(ctx, owner, doc); err != nil {
+		b.h.Log.Error("bookmarks: updating storage:bookmarks", "user", owner.String(), "err", err)
+	}
+	return nil
+}
+
+// toNative publishes the rooms of a legacy document that differ from the XEP-0402 node's items
+// and retracts the rooms it no longer lists.
+func (b *Bookmarks) toNative(ctx context.Context, owner jid.JID, doc *stanza.Element) error {
 	items, _, exists, err := b.pep.Items(ctx, owner, NS)
 	if err != nil {
 		return err

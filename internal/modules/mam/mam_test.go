@@ -18,21 +18,7 @@ import (
 	"impetus/internal/stanza"
 	"impetus/internal/storage"
 	"impetus/internal/storage/memory"
-	"impetus/internal/storage/sqlite"
 )
-
-// backends runs a test on the in-memory store and round-trips it through SQLite.
-func backends(t *testing.T, fn func(t *testing.T, b storage.Backend)) {
-	t.Run("memory", func(t *testing.T) { fn(t, memory.New()) })
-	t.Run("sqlite", func(t *testing.T) {
-		b, err := sqlite.Open(context.Background(), t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		fn(t, b)
-	})
-}
 
 // clock hands out one second per call, so every archived message has its own time.
 type clock struct {
@@ -168,7 +154,7 @@ func errorCondition(r result) string {
 }
 
 func TestArchiveBothSidesWithStanzaID(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		e := newEnv(t, b, "example.com")
 		romeo := available(e.srv, "romeo@example.com/orchard")
 		juliet := available(e.srv, "juliet@example.com/balcony")
@@ -210,7 +196,7 @@ func TestArchiveBothSidesWithStanzaID(t *testing.T) {
 }
 
 func TestArchivingRules(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		e := newEnv(t, b, "example.com")
 		romeo := available(e.srv, "romeo@example.com/orchard")
 		juliet := available(e.srv, "juliet@example.com/balcony")
@@ -264,7 +250,7 @@ func seq(from, to int) []string {
 }
 
 func TestPaging(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		e := newEnv(t, b, "example.com")
 		fill(e, 25)
 		juliet := e.srv.Connect("juliet@example.com/balcony")
@@ -342,7 +328,7 @@ func TestPaging(t *testing.T) {
 }
 
 func TestFilters(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		e := newEnv(t, b, "example.com")
 		fill(e, 12)
 		juliet := e.srv.Connect("juliet@example.com/balcony")
@@ -445,7 +431,7 @@ func TestFormMetadataAndAccess(t *testing.T) {
 }
 
 func TestPreferences(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		e := newEnv(t, b, "example.com")
 		juliet := available(e.srv, "juliet@example.com/balcony")
 		romeo := available(e.srv, "romeo@example.com/orchard")
@@ -497,7 +483,7 @@ func TestPreferences(t *testing.T) {
 }
 
 func TestOfflineArchivedOnce(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		e := newEnv(t, b, "example.com")
 		romeo := available(e.srv, "romeo@example.com/orchard")
 		romeo.Input(`<message to="juliet@example.com" type="chat"><body>while you slept</body></message>`)
@@ -544,7 +530,7 @@ func TestRemotePeers(t *testing.T) {
 }
 
 func TestRetentionPurge(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		e := newEnv(t, b, "example.com")
 		fill(e, 4)
 		m := e.mams["example.com"]

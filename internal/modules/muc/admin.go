@@ -27,6 +27,7 @@ type change struct {
 // applied, so a refused request changes nothing.
 func (r *Room) adminSet(ctx context.Context, actor *Occupant, actorAff Affiliation, q *stanza.Element) error {
 	var changes []change
+	claimed := map[string]string{} // nick → bare JID reserving it in this request
 	for item := range q.Elements() {
 		if item.Space != NSAdmin || item.Local != "item" {
 			continue
@@ -78,6 +79,10 @@ func (r *Room) adminSet(ctx context.Context, actor *Occupant, actorAff Affiliati
 					if err := r.checkReservable(c.nick, bare); err != nil {
 						return err
 					}
+					if other, ok := claimed[c.nick]; ok && other != bare {
+						return stanza.NewError("conflict", "two users cannot reserve one nickname")
+					}
+					claimed[c.nick] = bare
 				}
 			}
 			changes = append(changes, c)

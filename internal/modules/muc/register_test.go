@@ -170,6 +170,11 @@ func TestRegistrationPolicy(t *testing.T) {
 	if it := r.Child(muc.NSAdmin, "query").Child(muc.NSAdmin, "item"); it == nil || it.Attr("nick") != "Boss" {
 		t.Fatalf("owner list: %s", r)
 	}
+	// One request cannot reserve one nickname for two users.
+	r = alice.iq(`<iq type='set' id='two' to='` + room + `'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member' jid='x@example.com' nick='Twin'/><item affiliation='member' jid='y@example.com' nick='Twin'/></query></iq>`)
+	if errCond(r) != "conflict" {
+		t.Fatalf("one nick for two users: %s", r)
+	}
 	// Registration in a room that does not exist, and with a service that does not offer it.
 	if r := bob.iq(`<iq type='get' id='n' to='nowhere@conference.example.com'><query xmlns='jabber:iq:register'/></iq>`); errCond(r) != "item-not-found" {
 		t.Fatalf("registration with a missing room: %s", r)

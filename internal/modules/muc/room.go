@@ -161,9 +161,9 @@ type Room struct {
 	jid jid.JID // the room's bare JID
 
 	// mu guards everything below.
-	mu        sync.Mutex
-	cfg       RoomConfig
-	aff       map[string]Affiliation // real bare JID → affiliation other than none
+	mu  sync.Mutex
+	cfg RoomConfig
+	aff map[string]Affiliation // real bare JID → affiliation other than none
 	// nicks are the reserved nicknames (XEP-0045 §7.10, §9.3) of affiliated users, by bare
 	// JID; only members, admins and owners hold one.
 	nicks     map[string]string

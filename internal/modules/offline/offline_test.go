@@ -10,20 +10,7 @@ import (
 	"impetus/internal/modules/roster/rostertest"
 	"impetus/internal/storage"
 	"impetus/internal/storage/memory"
-	"impetus/internal/storage/sqlite"
 )
-
-func backends(t *testing.T, fn func(t *testing.T, b storage.Backend)) {
-	t.Run("memory", func(t *testing.T) { fn(t, memory.New()) })
-	t.Run("sqlite", func(t *testing.T) {
-		b, err := sqlite.Open(context.Background(), t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		fn(t, b)
-	})
-}
 
 func expect(t *testing.T, who string, got []string, want ...string) {
 	t.Helper()
@@ -33,7 +20,7 @@ func expect(t *testing.T, who string, got []string, want ...string) {
 }
 
 func TestStoreAndDeliver(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		srv := rostertest.New(t, b, rostertest.Config{OfflineLimit: 2}, "example.com")
 		romeo := srv.Connect("romeo@example.com/orchard")
 		romeo.Input(`<presence/>`)
@@ -106,7 +93,7 @@ func TestParseElement(t *testing.T) {
 }
 
 func TestBodylessAndHintedMessagesAreNotStored(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		srv := rostertest.New(t, b, rostertest.Config{OfflineLimit: 5}, "example.com")
 		romeo := srv.Connect("romeo@example.com/orchard")
 		romeo.Input(`<presence/>`)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"impetus/internal/modules/offline"
 	"impetus/internal/stanza"
@@ -69,6 +70,9 @@ type storedItem struct {
 	Publisher string `json:"publisher,omitempty"`
 	// XML is the payload serialized with its namespace declarations.
 	XML string `json:"xml"`
+	// At is when the item was published, for pubsub#item_expire; items stored before it was
+	// recorded have none and do not expire.
+	At time.Time `json:"at,omitzero"`
 }
 
 // nodeData is the stored form of a node: its configuration and its items, oldest first. One
@@ -76,6 +80,8 @@ type storedItem struct {
 type nodeData struct {
 	Config Config       `json:"config"`
 	Items  []storedItem `json:"items,omitempty"`
+	// Subs are the explicit XEP-0060 subscriptions: the subscribed JIDs, bare or full.
+	Subs []string `json:"subscriptions,omitempty"`
 }
 
 func decodeNode(b []byte) (*nodeData, error) {
@@ -252,8 +258,14 @@ func (c *Config) apply(fields map[string][]string, maxItems int) error {
 				err = &errField{name, "only the owner publishes"}
 			}
 		case "pubsub#item_expire":
-			// Accepted and reported back; items are not expired by age.
-			c.ItemExpire = v
+			// Seconds after which an item is removed; empty or 0 keeps items.
+			if t := strings.TrimSpace(v); t != "" {
+				if n, perr := strconv.Atoi(t); perr != nil || n < 0 {
+					err = &errField{name, "not a number of seconds"}
+					break
+				}
+			}
+			c.ItemExpire = strings.TrimSpace(v)
 		default:
 			err = &errField{name, "unsupported field"}
 		}
@@ -335,4 +347,13 @@ func (c *Config) form(typ string, maxItems int) *stanza.Element {
 		field("pubsub#item_expire", "text-single", "Seconds after which items are removed", []string{c.ItemExpire})
 	}
 	return x
+}
+
+// expiry is how long the node keeps an item (pubsub#item_expire), 0 for ever.
+func (c *Config) expiry() time.Duration {
+	n, err := strconv.Atoi(c.ItemExpire)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
 }

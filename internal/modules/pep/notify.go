@@ -49,14 +49,21 @@ func (p *Pep) blocked(ctx context.Context, owner, to jid.JID) bool {
 	return b != nil && b.Blocks(ctx, owner, to)
 }
 
-// message wraps an event for one recipient (XEP-0163 §4.3.1: from the owner's bare JID).
-func message(owner, to jid.JID, ev *stanza.Element) *stanza.Element {
+// message wraps an event for one recipient (XEP-0163 §4.3.1: from the owner's bare JID);
+// extra children (XEP-0033 addresses) follow the event.
+func message(owner, to jid.JID, ev *stanza.Element, extra ...*stanza.Element) *stanza.Element {
 	m := stanza.NewElement(stanza.NSClient, "message",
 		stanza.Attr{Name: "from", Value: owner.String()},
 		stanza.Attr{Name: "to", Value: to.String()},
 		stanza.Attr{Name: "type", Value: "headline"},
 		stanza.Attr{Name: "id", Value: randomID()})
-	return m.AddChild(ev)
+	m.AddChild(ev)
+	for _, e := range extra {
+		if e != nil {
+			m.AddChild(e)
+		}
+	}
+	return m
 }
 
 func (p *Pep) send(ctx context.Context, el *stanza.Element) {
@@ -65,18 +72,24 @@ func (p *Pep) send(ctx context.Context, el *stanza.Element) {
 	}
 }
 
-// notify sends ev about owner's node to every resource that gets its notifications: the
-// owner's available resources and the available resources of contacts that share presence
-// with the owner and that the access model admits, each only when it asked for the node
-// (XEP-0163 §4.3).
-func (p *Pep) notify(ctx context.Context, owner jid.JID, node string, cfg *Config, ev *stanza.Element) {
-	for _, s := range p.h.Router.Sessions(owner) {
-		if s.Available() && s.Priority() >= 0 && p.wants(s.JID(), node, true) {
-			p.send(ctx, message(owner, s.JID(), ev))
-		}
-	}
+// recipient is one address a notification goes to other than the owner's own resources.
+type recipient struct {
+	to jid.JID
+	// subscribed is whether the recipient's user has a presence subscription to the owner,
+	// which allows the XEP-0163 §4.3.1 replyto address.
+	subscribed bool
+}
+
+// recipients returns who, besides the owner's resources, gets notifications of owner's node
+// with configuration cfg and explicit subscriptions subs (XEP-0163 §4.3): the available
+// resources of contacts that share presence with the owner, that the access model admits and
+// that asked for the node in their capabilities; and the explicit subscribers the access model
+// admits, each by its subscribed full JID, or by the bare JID's interested resources, or by the
+// bare JID when the service knows of none (§4.3.2). withSub asks for the subscribed flags,
+// which cost a roster lookup per user.
+func (p *Pep) recipients(ctx context.Context, owner jid.JID, node string, cfg *Config, subs []string, withSub bool) []recipient {
 	if cfg.AccessModel == AccessWhitelist {
-		return
+		return nil
 	}
 	p.mu.Lock()
 	var targets []string
@@ -86,19 +99,81 @@ func (p *Pep) notify(ctx context.Context, owner jid.JID, node string, cfg *Confi
 	p.mu.Unlock()
 	sort.Strings(targets)
 	admitted := map[string]bool{}
+	admits := func(bare jid.JID) bool {
+		ok, seen := admitted[bare.String()]
+		if !seen {
+			ok = p.access(ctx, owner, bare, cfg) == nil && !p.blocked(ctx, owner, bare)
+			admitted[bare.String()] = ok
+		}
+		return ok
+	}
+	subscribed := map[string]bool{}
+	hasSub := func(bare jid.JID) bool {
+		if !withSub {
+			return false
+		}
+		ok, seen := subscribed[bare.String()]
+		if !seen {
+			it, found, err := p.r.Store().Get(ctx, owner.String(), bare.String())
+			ok = err == nil && found && it.Listed() && it.HasFrom()
+			subscribed[bare.String()] = ok
+		}
+		return ok
+	}
+	var out []recipient
+	seen := map[string]bool{}
+	add := func(to jid.JID) {
+		if k := to.String(); !seen[k] {
+			seen[k] = true
+			out = append(out, recipient{to: to, subscribed: hasSub(to.Bare())})
+		}
+	}
+	interested := map[string][]jid.JID{} // bare → tracked resources that want the node
 	for _, t := range targets {
 		full, err := jid.Parse(t)
 		if err != nil {
 			continue
 		}
-		bare := full.Bare().String()
-		ok, seen := admitted[bare]
-		if !seen {
-			ok = p.access(ctx, owner, full.Bare(), cfg) == nil
-			admitted[bare] = ok
+		if admits(full.Bare()) && p.wants(full, node, false) && !p.blocked(ctx, owner, full) {
+			add(full)
+			interested[full.Bare().String()] = append(interested[full.Bare().String()], full)
 		}
-		if ok && p.wants(full, node, false) && !p.blocked(ctx, owner, full) {
-			p.send(ctx, message(owner, full, ev))
+	}
+	for _, s := range subs {
+		sj, err := jid.Parse(s)
+		if err != nil || sj.Bare().Equal(owner) || !admits(sj.Bare()) {
+			continue
+		}
+		switch {
+		case sj.Resourcepart() != "":
+			add(sj)
+		case len(interested[sj.String()]) == 0:
+			add(sj)
+		}
+	}
+	return out
+}
+
+// notify sends ev about owner's node to every resource that gets its notifications: the
+// owner's available resources that asked for the node, and the recipients. publisher, when a
+// full JID, is named as the XEP-0163 §4.3.1 replyto address to the owner's resources and to
+// recipients with a presence subscription to the owner, and to nobody else.
+func (p *Pep) notify(ctx context.Context, owner jid.JID, node string, cfg *Config, ev *stanza.Element, publisher jid.JID, subs []string) {
+	var replyto *stanza.Element
+	if publisher.Resourcepart() != "" && publisher.Bare().Equal(owner) {
+		replyto = stanza.NewElement(NSAddress, "addresses").AddChild(
+			stanza.NewElement(NSAddress, "address", stanza.Attr{Name: "type", Value: "replyto"}, stanza.Attr{Name: "jid", Value: publisher.String()}))
+	}
+	for _, s := range p.h.Router.Sessions(owner) {
+		if s.Available() && s.Priority() >= 0 && p.wants(s.JID(), node, true) {
+			p.send(ctx, message(owner, s.JID(), ev, replyto))
+		}
+	}
+	for _, r := range p.recipients(ctx, owner, node, cfg, subs, replyto != nil) {
+		if r.subscribed {
+			p.send(ctx, message(owner, r.to, ev, replyto))
+		} else {
+			p.send(ctx, message(owner, r.to, ev))
 		}
 	}
 }
@@ -245,6 +320,7 @@ func (p *Pep) sendLast(ctx context.Context, owner, full jid.JID, own bool) {
 			p.h.Log.Error("pep: stored node", "user", owner.String(), "node", name, "err", err)
 			continue
 		}
+		p.dropExpired(n)
 		c := &n.Config
 		if len(n.Items) == 0 || c.SendLast != SendLastOnSubPresence || !c.DeliverNotifications {
 			continue

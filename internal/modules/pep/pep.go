@@ -3,7 +3,8 @@
 // on first publish (auto-create), configured with publish-options or the owner's configuration
 // form, read by those the node's access model admits (open, presence, roster, whitelist), and
 // whose notifications go to the owner's resources and to contacts sharing presence, filtered by
-// the "+notify" features of their XEP-0115 entity capabilities.
+// the "+notify" features of their XEP-0115 entity capabilities, and to explicit XEP-0060
+// subscribers the access model admits.
 //
 // The same machinery serves XEP-0084 user avatars, XEP-0223 private storage (whitelist,
 // persistent nodes), XEP-0402 bookmarks and XEP-0384 OMEMO device lists and bundles: they are
@@ -20,8 +21,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"mellium.im/xmpp/jid"
 
@@ -40,6 +43,8 @@ const (
 	NSOwner  = "http://jabber.org/protocol/pubsub#owner"
 	NSEvent  = "http://jabber.org/protocol/pubsub#event"
 	NSErrors = "http://jabber.org/protocol/pubsub#errors"
+	// NSAddress is XEP-0033's, for the replyto address of notifications (XEP-0163 §4.3.1).
+	NSAddress = "http://jabber.org/protocol/address"
 )
 
 // StoreName is the storage.Map holding the nodes.
@@ -53,6 +58,8 @@ const (
 	DefaultMaxNodes = 256
 	// DefaultMaxNodeBytes bounds the stored payload bytes of one node; older items make room.
 	DefaultMaxNodeBytes = 1 << 20
+	// DefaultMaxSubscriptions bounds the explicit subscriptions of one node.
+	DefaultMaxSubscriptions = 1000
 )
 
 // features are the XEP-0060 features the service supports, advertised on accounts.
@@ -62,6 +69,7 @@ var features = []string{
 	"delete-items", "delete-nodes", "filtered-notifications", "item-ids", "last-published",
 	"persistent-items", "presence-notifications", "publish", "publish-options", "purge-nodes",
 	"retract-items", "retrieve-affiliations", "retrieve-default", "retrieve-items",
+	"subscribe", "retrieve-subscriptions", "manage-subscriptions", "subscription-notifications",
 }
 
 func init() {
@@ -74,6 +82,7 @@ func init() {
 			{Name: "max_items", Type: config.TypeInt, Default: strconv.Itoa(DefaultMaxItems), Doc: "items one node may keep; what a client's \"max\" means (Impetus)"},
 			{Name: "max_nodes", Type: config.TypeInt, Default: strconv.Itoa(DefaultMaxNodes), Doc: "nodes one account may have (Impetus)"},
 			{Name: "max_node_size", Type: config.TypeSize, Default: "1m", Doc: "payload bytes one node may keep; the oldest items make room (Impetus)"},
+			{Name: "max_subscriptions", Type: config.TypeInt, Default: strconv.Itoa(DefaultMaxSubscriptions), Doc: "explicit (XEP-0060) subscriptions one node may have (Impetus)"},
 		},
 	})
 	module.Register("pep", func() module.Module { return New() })
@@ -84,6 +93,8 @@ type Limits struct {
 	MaxItems    int   `conf:"max_items"`
 	MaxNodes    int   `conf:"max_nodes"`
 	MaxNodeSize int64 `conf:"max_node_size"`
+	// MaxSubscriptions bounds the explicit subscriptions of one node.
+	MaxSubscriptions int `conf:"max_subscriptions"`
 }
 
 // Features is what the service needs of the entity capabilities cache: the disco features of
@@ -101,6 +112,8 @@ type Pep struct {
 	// Caps tells which features clients advertise; Provision takes the caps module's cache
 	// unless a test set one.
 	Caps Features
+	// Now is the clock that ages items for pubsub#item_expire; nil means time.Now.
+	Now func() time.Time
 
 	h     *module.Host
 	store storage.Map
@@ -120,7 +133,7 @@ type Pep struct {
 
 // New returns a module with the default limits.
 func New() *Pep {
-	return &Pep{Limits: Limits{MaxItems: DefaultMaxItems, MaxNodes: DefaultMaxNodes, MaxNodeSize: DefaultMaxNodeBytes}}
+	return &Pep{Limits: Limits{MaxItems: DefaultMaxItems, MaxNodes: DefaultMaxNodes, MaxNodeSize: DefaultMaxNodeBytes, MaxSubscriptions: DefaultMaxSubscriptions}}
 }
 
 var (
@@ -146,8 +159,11 @@ func (p *Pep) Provision(h *module.Host) error {
 			}
 		}
 	}
-	if p.Limits.MaxItems < 1 || p.Limits.MaxNodes < 1 || p.Limits.MaxNodeSize < 1 {
-		return errors.New("pep: max_items, max_nodes and max_node_size must be positive")
+	if p.Limits.MaxItems < 1 || p.Limits.MaxNodes < 1 || p.Limits.MaxNodeSize < 1 || p.Limits.MaxSubscriptions < 1 {
+		return errors.New("pep: max_items, max_nodes, max_node_size and max_subscriptions must be positive")
+	}
+	if p.Now == nil {
+		p.Now = time.Now
 	}
 	p.r = roster.ForHost(h)
 	if p.r == nil {
@@ -267,9 +283,12 @@ func (p *Pep) set(ctx context.Context, iq *module.IQ) (*stanza.Element, error) {
 		return p.retract(ctx, iq, op)
 	case "create":
 		return p.create(ctx, iq, op, conf)
-	case "subscribe", "unsubscribe", "options":
-		// PEP subscriptions come from presence (auto-subscribe); explicit ones are not kept.
-		return nil, unsupported("subscribe")
+	case "subscribe":
+		return p.subscribe(ctx, iq, op)
+	case "unsubscribe":
+		return p.unsubscribe(ctx, iq, op)
+	case "options":
+		return nil, unsupported("subscription-options")
 	}
 	return nil, stanza.ErrFeatureNotImplemented
 }
@@ -286,11 +305,9 @@ func (p *Pep) get(ctx context.Context, iq *module.IQ) (*stanza.Element, error) {
 	case "affiliations":
 		return p.affiliations(ctx, iq, op)
 	case "subscriptions":
-		out := stanza.NewElement(NS, "pubsub")
-		out.AddChild(stanza.NewElement(NS, "subscriptions"))
-		return out, nil
+		return p.subscriptions(ctx, iq, op)
 	case "default", "options":
-		return nil, unsupported("subscribe")
+		return nil, unsupported("subscription-options")
 	}
 	return nil, stanza.ErrFeatureNotImplemented
 }
@@ -314,7 +331,7 @@ func (p *Pep) ownerSet(ctx context.Context, iq *module.IQ) (*stanza.Element, err
 	case "affiliations":
 		return nil, unsupported("modify-affiliations")
 	case "subscriptions":
-		return nil, unsupported("manage-subscriptions")
+		return p.setSubscriptions(ctx, iq, op)
 	}
 	return nil, stanza.ErrFeatureNotImplemented
 }
@@ -351,7 +368,7 @@ func (p *Pep) ownerGet(ctx context.Context, iq *module.IQ) (*stanza.Element, err
 	case "affiliations":
 		return nil, unsupported("modify-affiliations")
 	case "subscriptions":
-		return nil, unsupported("manage-subscriptions")
+		return p.nodeSubscriptions(ctx, iq, op)
 	}
 	return nil, stanza.ErrFeatureNotImplemented
 }
@@ -365,7 +382,12 @@ func (p *Pep) load(ctx context.Context, owner, node string) (*nodeData, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeNode(b)
+	n, err := decodeNode(b)
+	if err != nil {
+		return nil, err
+	}
+	p.dropExpired(n)
+	return n, nil
 }
 
 func randomID() string {
@@ -455,7 +477,8 @@ func (p *Pep) publish(ctx context.Context, iq *module.IQ, op, opts *stanza.Eleme
 func (p *Pep) Apply(ctx context.Context, owner jid.JID, node string, opts map[string][]string, publish []Item, retract []string, publisher jid.JID) error {
 	var cfg Config
 	var added []storedItem
-	var removed []string
+	var removed, subs []string
+	now := p.Now()
 	err := p.store.Update(ctx, owner.String(), func(tx storage.MapTx) error {
 		added, removed = nil, nil
 		var n *nodeData
@@ -485,6 +508,7 @@ func (p *Pep) Apply(ctx context.Context, owner jid.JID, node string, opts map[st
 			if len(opts) > 0 && !n.Config.matches(opts, p.Limits.MaxItems) {
 				return errPrecondition
 			}
+			p.dropExpired(n)
 		}
 		for _, id := range retract {
 			i := n.find(id)
@@ -495,7 +519,7 @@ func (p *Pep) Apply(ctx context.Context, owner jid.JID, node string, opts map[st
 			removed = append(removed, id)
 		}
 		for _, it := range publish {
-			si := storedItem{ID: it.ID, XML: string(it.Payload.AppendXML(nil, ""))}
+			si := storedItem{ID: it.ID, XML: string(it.Payload.AppendXML(nil, "")), At: now.UTC()}
 			if publisher.Domainpart() != "" {
 				si.Publisher = publisher.Bare().String()
 			}
@@ -514,7 +538,7 @@ func (p *Pep) Apply(ctx context.Context, owner jid.JID, node string, opts map[st
 		for len(n.Items) > n.Config.MaxItems || (len(n.Items) > 1 && int64(n.size()) > p.Limits.MaxNodeSize) {
 			n.Items = n.Items[1:]
 		}
-		cfg = n.Config
+		cfg, subs = n.Config, n.Subs
 		enc, err := n.encode()
 		if err != nil {
 			return err
@@ -532,14 +556,14 @@ func (p *Pep) Apply(ctx context.Context, owner jid.JID, node string, opts map[st
 		for i := range added {
 			ev.FirstElement().AddChild(added[i].element(NSEvent, cfg.DeliverPayloads))
 		}
-		p.notify(ctx, owner, node, &cfg, ev)
+		p.notify(ctx, owner, node, &cfg, ev, publisher, subs)
 	}
 	if len(removed) > 0 && cfg.NotifyRetract {
 		ev := eventItems(node)
 		for _, id := range removed {
 			ev.FirstElement().AddChild(stanza.NewElement(NSEvent, "retract", stanza.Attr{Name: "id", Value: id}))
 		}
-		p.notify(ctx, owner, node, &cfg, ev)
+		p.notify(ctx, owner, node, &cfg, ev, jid.JID{}, subs)
 	}
 	return nil
 }
@@ -669,7 +693,8 @@ func (p *Pep) configure(ctx context.Context, iq *module.IQ, op *stanza.Element) 
 		return nil, err
 	}
 	owner := iq.To.Bare()
-	var cfg Config
+	var cfg, old Config
+	var subs, ids []string
 	var notifyConfig bool
 	err = p.store.Update(ctx, owner.String(), func(tx storage.MapTx) error {
 		b, err := tx.Get(node)
@@ -682,6 +707,8 @@ func (p *Pep) configure(ctx context.Context, iq *module.IQ, op *stanza.Element) 
 		if err != nil {
 			return err
 		}
+		old = n.Config
+		old.RosterGroups = slices.Clone(n.Config.RosterGroups)
 		if err := n.Config.apply(fields, p.Limits.MaxItems); err != nil {
 			return stanza.NewError("not-acceptable", err.Error())
 		}
@@ -692,6 +719,10 @@ func (p *Pep) configure(ctx context.Context, iq *module.IQ, op *stanza.Element) 
 			n.Items = n.Items[len(n.Items)-n.Config.MaxItems:]
 		}
 		cfg, notifyConfig = n.Config, n.Config.NotifyConfig && len(fields) > 0
+		subs, ids = n.Subs, nil
+		for _, it := range n.Items {
+			ids = append(ids, it.ID)
+		}
 		enc, err := n.encode()
 		if err != nil {
 			return err
@@ -704,7 +735,10 @@ func (p *Pep) configure(ctx context.Context, iq *module.IQ, op *stanza.Element) 
 	if notifyConfig && cfg.DeliverNotifications {
 		ev := stanza.NewElement(NSEvent, "event")
 		ev.AddChild(stanza.NewElement(NSEvent, "configuration", stanza.Attr{Name: "node", Value: node}))
-		p.notify(ctx, owner, node, &cfg, ev)
+		p.notify(ctx, owner, node, &cfg, ev, jid.JID{}, subs)
+	}
+	if old.AccessModel != cfg.AccessModel || !slices.Equal(old.RosterGroups, cfg.RosterGroups) {
+		p.narrowed(ctx, owner, node, &old, &cfg, subs, ids)
 	}
 	return nil, nil
 }
@@ -717,6 +751,7 @@ func (p *Pep) deleteNode(ctx context.Context, iq *module.IQ, op *stanza.Element)
 	}
 	owner := iq.To.Bare()
 	var cfg Config
+	var subs []string
 	err := p.store.Update(ctx, owner.String(), func(tx storage.MapTx) error {
 		b, err := tx.Get(node)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -728,7 +763,7 @@ func (p *Pep) deleteNode(ctx context.Context, iq *module.IQ, op *stanza.Element)
 		if err != nil {
 			return err
 		}
-		cfg = n.Config
+		cfg, subs = n.Config, n.Subs
 		return tx.Delete(node)
 	})
 	if err != nil {
@@ -737,7 +772,7 @@ func (p *Pep) deleteNode(ctx context.Context, iq *module.IQ, op *stanza.Element)
 	if cfg.NotifyDelete && cfg.DeliverNotifications {
 		ev := stanza.NewElement(NSEvent, "event")
 		ev.AddChild(stanza.NewElement(NSEvent, "delete", stanza.Attr{Name: "node", Value: node}))
-		p.notify(ctx, owner, node, &cfg, ev)
+		p.notify(ctx, owner, node, &cfg, ev, jid.JID{}, subs)
 	}
 	p.changed(ctx, owner, node)
 	return nil, nil
@@ -751,6 +786,7 @@ func (p *Pep) purge(ctx context.Context, iq *module.IQ, op *stanza.Element) (*st
 	}
 	owner := iq.To.Bare()
 	var cfg Config
+	var subs []string
 	err := p.store.Update(ctx, owner.String(), func(tx storage.MapTx) error {
 		b, err := tx.Get(node)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -762,7 +798,7 @@ func (p *Pep) purge(ctx context.Context, iq *module.IQ, op *stanza.Element) (*st
 		if err != nil {
 			return err
 		}
-		cfg = n.Config
+		cfg, subs = n.Config, n.Subs
 		n.Items = nil
 		enc, err := n.encode()
 		if err != nil {
@@ -776,7 +812,7 @@ func (p *Pep) purge(ctx context.Context, iq *module.IQ, op *stanza.Element) (*st
 	if cfg.NotifyRetract && cfg.DeliverNotifications {
 		ev := stanza.NewElement(NSEvent, "event")
 		ev.AddChild(stanza.NewElement(NSEvent, "purge", stanza.Attr{Name: "node", Value: node}))
-		p.notify(ctx, owner, node, &cfg, ev)
+		p.notify(ctx, owner, node, &cfg, ev, jid.JID{}, subs)
 	}
 	p.changed(ctx, owner, node)
 	return nil, nil

@@ -160,7 +160,7 @@ func (p *Presence) available(ctx context.Context, s module.Session, el *stanza.E
 			continue
 		}
 		p.mu.Lock()
-		lp := p.last[o]
+		lp := p.lastOf(o)
 		p.mu.Unlock()
 		if lp != nil {
 			s.Deliver(stamp(lp, o.JID().String(), full.String()))
@@ -329,13 +329,25 @@ type lastPresence struct {
 	el   *stanza.Element
 }
 
+// lastOf returns the last available presence of s, with p.mu held: kept here for a session of
+// this node, or carried by the session itself when it lives on another node of a cluster.
+func (p *Presence) lastOf(s router.Session) *stanza.Element {
+	if el := p.last[s]; el != nil {
+		return el
+	}
+	if r, ok := s.(interface{ LastPresence() *stanza.Element }); ok {
+		return r.LastPresence()
+	}
+	return nil
+}
+
 // current returns the last presence of each available resource of user.
 func (p *Presence) current(user jid.JID) []lastPresence {
 	var out []lastPresence
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range p.h.Router.Sessions(user) {
-		if el := p.last[s]; el != nil && s.Available() {
+		if el := p.lastOf(s); el != nil && s.Available() {
 			out = append(out, lastPresence{s.JID().String(), el})
 		}
 	}

@@ -3,6 +3,10 @@
 // password change (§3.3) and account removal (§3.2), which also deletes everything stored for
 // the account. Accounts are written to the listener's credential store when it implements
 // auth.Writer (file:// and digest:// stores do).
+//
+// Besides the fixed username and password fields, registration and password changes take
+// XEP-0004 data forms (§5, FORM_TYPE jabber:iq:register and jabber:iq:register:changepassword),
+// which the registration form offers alongside the fields.
 package register
 
 import (
@@ -27,6 +31,9 @@ import (
 const (
 	NS        = "jabber:iq:register"
 	NSFeature = "http://jabber.org/features/iq-register"
+	NSData    = "jabber:x:data"
+	// FormChange is the FORM_TYPE of a password change form (XEP-0077 §8.5).
+	FormChange = NS + ":changepassword"
 )
 
 // Defaults of the register scope.
@@ -137,6 +144,7 @@ func (r *Register) preAuth(ctx context.Context, remote string, iq *stanza.Elemen
 		}
 		res.AddChild(stanza.NewElement(NS, "username"))
 		res.AddChild(stanza.NewElement(NS, "password"))
+		res.AddChild(registrationForm(r.Instructions))
 		return res, nil
 	}
 	if q.Child(NS, "remove") != nil {
@@ -146,7 +154,10 @@ func (r *Register) preAuth(ctx context.Context, remote string, iq *stanza.Elemen
 	if !r.admit(remote) {
 		return nil, stanza.NewError("not-acceptable", "too many registrations from this address; try again later")
 	}
-	user, pw := text(q, "username"), text(q, "password")
+	user, pw, err := credentials(q, NS)
+	if err != nil {
+		return nil, err
+	}
 	if user == "" || pw == "" {
 		return nil, stanza.NewError("not-acceptable", "username and password are required")
 	}
@@ -238,6 +249,52 @@ func (r *Register) admit(remote string) bool {
 	return true
 }
 
+// registrationForm is the data form offered with the registration fields (§5): the same
+// username and password, for clients that prefer forms.
+func registrationForm(instructions string) *stanza.Element {
+	x := stanza.NewElement(NSData, "x", stanza.Attr{Name: "type", Value: "form"})
+	x.AddChild(stanza.NewElement(NSData, "title").AddText("Account registration"))
+	if instructions != "" {
+		x.AddChild(stanza.NewElement(NSData, "instructions").AddText(instructions))
+	}
+	x.AddChild(stanza.NewElement(NSData, "field", stanza.Attr{Name: "var", Value: "FORM_TYPE"}, stanza.Attr{Name: "type", Value: "hidden"}).
+		AddChild(stanza.NewElement(NSData, "value").AddText(NS)))
+	for _, f := range [][3]string{{"username", "text-single", "Username"}, {"password", "text-private", "Password"}} {
+		x.AddChild(stanza.NewElement(NSData, "field", stanza.Attr{Name: "var", Value: f[0]}, stanza.Attr{Name: "type", Value: f[1]}, stanza.Attr{Name: "label", Value: f[2]}).
+			AddChild(stanza.NewElement(NSData, "required")))
+	}
+	return x
+}
+
+// credentials reads the username and password of a request: from its submitted data form
+// when there is one (whose FORM_TYPE, when given, must be formType or jabber:iq:register),
+// else from the fixed fields. A request with both is refused, as §5 forbids sending both.
+func credentials(q *stanza.Element, formType string) (user, pw string, err error) {
+	x := q.Child(NSData, "x")
+	if x == nil {
+		return text(q, "username"), text(q, "password"), nil
+	}
+	if q.Child(NS, "username") != nil || q.Child(NS, "password") != nil {
+		return "", "", stanza.NewError("bad-request", "send either the data form or the registration fields")
+	}
+	if x.Attr("type") != "submit" {
+		return "", "", stanza.NewError("bad-request", "the data form must be submitted")
+	}
+	fields := map[string]string{}
+	for f := range x.Elements() {
+		if f.Space != NSData || f.Local != "field" {
+			continue
+		}
+		if v := f.Child(NSData, "value"); v != nil {
+			fields[f.Attr("var")] = v.Text()
+		}
+	}
+	if ft := fields["FORM_TYPE"]; ft != "" && ft != formType && ft != NS {
+		return "", "", stanza.NewError("bad-request", "unexpected FORM_TYPE "+ft)
+	}
+	return fields["username"], fields["password"], nil
+}
+
 func text(q *stanza.Element, name string) string {
 	if c := q.Child(NS, name); c != nil {
 		return c.Text()
@@ -283,7 +340,10 @@ func (r *Register) change(ctx context.Context, iq *module.IQ) (*stanza.Element, 
 	if t, ok := iq.Session.(interface{ TLSState() *tls.ConnectionState }); ok && t.TLSState() == nil && !r.insecureOK() {
 		return nil, stanza.NewError("not-authorized", "change passwords over an encrypted stream")
 	}
-	user, pw := text(iq.Payload, "username"), text(iq.Payload, "password")
+	user, pw, err := credentials(iq.Payload, FormChange)
+	if err != nil {
+		return nil, err
+	}
 	if user == "" || pw == "" {
 		// An empty password never replaces the current one (§3.3).
 		return nil, stanza.NewError("bad-request", "username and password are required")

@@ -268,6 +268,10 @@ func (r *Roster) push(owner jid.JID, item *stanza.Element, ver string) {
 		r.mu.Lock()
 		ok := r.interested[full] == s
 		r.mu.Unlock()
+		if c, remote := s.(interface{ Interested(ns string) bool }); remote && !ok {
+			// A session on another node of a cluster that requested the roster there.
+			ok = c.Interested(NS)
+		}
 		if !ok {
 			continue
 		}

@@ -10,21 +10,7 @@ import (
 	"impetus/internal/modules/roster/rostertest"
 	"impetus/internal/storage"
 	"impetus/internal/storage/memory"
-	"impetus/internal/storage/sqlite"
 )
-
-// backends runs a test on every storage the roster is expected to round-trip through.
-func backends(t *testing.T, fn func(t *testing.T, b storage.Backend)) {
-	t.Run("memory", func(t *testing.T) { fn(t, memory.New()) })
-	t.Run("sqlite", func(t *testing.T) {
-		b, err := sqlite.Open(context.Background(), t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		fn(t, b)
-	})
-}
 
 func expect(t *testing.T, who string, got []string, want ...string) {
 	t.Helper()
@@ -34,7 +20,7 @@ func expect(t *testing.T, who string, got []string, want ...string) {
 }
 
 func TestRosterSetGetRemove(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		srv := rostertest.New(t, b, rostertest.Config{}, "example.com")
 		balcony := srv.Connect("juliet@example.com/balcony")
 		chamber := srv.Connect("juliet@example.com/chamber")
@@ -124,7 +110,7 @@ func TestRosterSetErrors(t *testing.T) {
 }
 
 func TestRosterLimit(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		srv := rostertest.New(t, b, rostertest.Config{MaxItems: 2}, "example.com")
 		s := srv.Connect("juliet@example.com/balcony")
 		for i, c := range []string{"a", "b", "c"} {
@@ -144,7 +130,7 @@ func TestRosterLimit(t *testing.T) {
 }
 
 func TestVersionChangesOnEveryChange(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		st := roster.NewStore(b)
 		ctx := context.Background()
 		seen := map[string]bool{}

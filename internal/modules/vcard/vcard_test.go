@@ -11,21 +11,7 @@ import (
 	"impetus/internal/modules/roster/rostertest"
 	"impetus/internal/modules/vcard"
 	"impetus/internal/storage"
-	"impetus/internal/storage/memory"
-	"impetus/internal/storage/sqlite"
 )
-
-func backends(t *testing.T, fn func(t *testing.T, b storage.Backend)) {
-	t.Run("memory", func(t *testing.T) { fn(t, memory.New()) })
-	t.Run("sqlite", func(t *testing.T) {
-		b, err := sqlite.Open(t.Context(), t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		fn(t, b)
-	})
-}
 
 func server(t *testing.T, b storage.Backend, withPEP bool) *rostertest.Server {
 	t.Helper()
@@ -69,7 +55,7 @@ func pngHash() string {
 }
 
 func TestVCardGetSet(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		srv := server(t, b, false)
 		alice := srv.Connect("alice@example.com/a")
 		bob := srv.Connect("bob@example.com/b")
@@ -100,7 +86,7 @@ func TestVCardGetSet(t *testing.T) {
 }
 
 func TestPEPConversion(t *testing.T) {
-	backends(t, func(t *testing.T, b storage.Backend) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		srv := server(t, b, true)
 		alice := srv.Connect("alice@example.com/a")
 		alice.Input(`<iq type='get' id='d1' to='alice@example.com'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)

@@ -1,0 +1,199 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"mellium.im/xmpp/jid"
+
+	"impetus/internal/stanza"
+)
+
+// renew keeps the node's lease. A node that could not renew for fence_after fences itself:
+// it can no longer be sure it owns its sessions (other nodes remove them once the lease
+// expires at lease_ttl), so it closes every client stream and tells the clients to come back.
+// It then takes a new lease, with a new incarnation, as soon as NATS lets it.
+func (n *Node) renew(ctx context.Context) {
+	if n.fenced.Load() {
+		inc, err := n.reg.Acquire(ctx)
+		if err != nil {
+			return
+		}
+		n.fenced.Store(false)
+		n.log.Warn("cluster: node rejoined after fencing", "incarnation", inc)
+		return
+	}
+	err := n.reg.Renew(ctx)
+	if err == nil {
+		return
+	}
+	lost := errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound)
+	if !lost && n.reg.SinceRenewal() < n.cfg.FenceAfter {
+		n.log.Warn("cluster: lease renewal failed", "err", err)
+		return
+	}
+	n.fence(err)
+}
+
+// fence closes every session of the node after it lost its lease.
+func (n *Node) fence(cause error) {
+	if n.fenced.Swap(true) {
+		return
+	}
+	n.reg.Drop()
+	n.log.Error("cluster: lease lost; closing every client stream", "err", cause)
+	n.mu.Lock()
+	sessions := make([]*owned, 0, len(n.owned))
+	for _, o := range n.owned {
+		sessions = append(sessions, o)
+	}
+	n.owned = map[string]*owned{}
+	n.dirty = map[string]bool{}
+	n.mu.Unlock()
+	for _, o := range sessions {
+		n.local.Unbind(o.s)
+	}
+	if n.hooks.Fenced != nil {
+		n.hooks.Fenced()
+	}
+	for _, o := range sessions {
+		closeSession(o.s, stanza.NewStreamError("system-shutdown", "this node lost contact with the cluster; connect again"))
+	}
+}
+
+// sweep removes the registry entries of nodes whose lease expired. Each entry is deleted with
+// compare-and-set on its revision, so when several nodes sweep at once exactly one removes a
+// given entry, and only that one announces the session gone. The snapshot is taken before the
+// leases are read: an entry is only ever written after its node's lease, so an entry whose
+// lease is missing afterwards belongs to a lost node.
+func (n *Node) sweep(ctx context.Context) {
+	if n.fenced.Load() {
+		return
+	}
+	snap := n.reg.Snapshot()
+	if len(snap) == 0 {
+		return
+	}
+	live, err := n.reg.Live(ctx)
+	if err != nil {
+		return
+	}
+	due := time.Now().Add(n.cfg.NodeLossGrace)
+	for _, rec := range snap {
+		if inc, ok := live[rec.Node]; ok && inc == rec.Inc {
+			continue
+		}
+		if err := n.reg.Remove(ctx, rec.Bare, rec.Resource, rec.Rev); err != nil {
+			continue // another node removed it, or it was written again
+		}
+		n.Cleaned.Add(1)
+		n.log.Info("cluster: removed the session of a lost node", "jid", rec.Bare+"/"+rec.Resource, "node", rec.Node)
+		if !rec.Avail {
+			continue
+		}
+		full, err := jid.Parse(rec.Bare + "/" + rec.Resource)
+		if err != nil {
+			continue
+		}
+		n.mu.Lock()
+		n.lost = append(n.lost, lostSession{full: full, due: due})
+		n.mu.Unlock()
+	}
+}
+
+// announceLost tells the contacts of lost sessions, once node_loss_grace has passed, that they
+// are unavailable, at most node_loss_presence_rate sessions a second; a user who logged in
+// again with the same resource meanwhile is not announced.
+func (n *Node) announceLost(ctx context.Context) {
+	budget := n.cfg.NodeLossRate / 10
+	if budget < 1 {
+		budget = 1
+	}
+	now := time.Now()
+	n.mu.Lock()
+	var batch []jid.JID
+	i := 0
+	for ; i < len(n.lost) && len(batch) < budget; i++ {
+		if n.lost[i].due.After(now) {
+			break
+		}
+		batch = append(batch, n.lost[i].full)
+	}
+	n.lost = n.lost[i:]
+	n.mu.Unlock()
+	for _, full := range batch {
+		if _, ok := n.reg.Lookup(full.Bare().String(), full.Resourcepart()); ok {
+			continue
+		}
+		if n.hooks.Gone != nil {
+			n.hooks.Gone(ctx, full)
+		}
+	}
+}
+
+// antiEntropy reconciles the registry with the sessions this node really hosts: a session
+// missing from the registry, or recorded under an older incarnation, is claimed again; an entry
+// naming this node for a session it does not host is removed; a session whose entry names
+// another node was replaced there and is closed.
+func (n *Node) antiEntropy(ctx context.Context) {
+	inc := n.reg.Inc()
+	if n.fenced.Load() || inc == 0 {
+		return
+	}
+	type check struct {
+		key string
+		o   *owned
+		rev uint64
+	}
+	n.mu.Lock()
+	var checks []check
+	for key, o := range n.owned {
+		if !o.pending {
+			checks = append(checks, check{key, o, o.rev})
+		}
+	}
+	n.mu.Unlock()
+	for _, c := range checks {
+		full := c.o.s.JID()
+		bare, res := full.Bare().String(), full.Resourcepart()
+		rec, ok := n.reg.Lookup(bare, res)
+		switch {
+		case ok && rec.Node == n.cfg.NodeName && rec.Inc == inc && rec.Rev == c.rev:
+			continue
+		case ok && rec.Node != n.cfg.NodeName:
+			if rec.Since >= c.o.since {
+				n.replacedElsewhere(c.key)
+				continue
+			}
+		}
+		n.mu.Lock()
+		e := n.entryOf(c.o)
+		n.mu.Unlock()
+		rev, err := n.reg.Claim(ctx, bare, res, e, n.kick)
+		if err != nil {
+			n.log.Warn("cluster: anti-entropy could not register a session", "jid", c.key, "err", err)
+			continue
+		}
+		n.mu.Lock()
+		if n.owned[c.key] == c.o {
+			c.o.rev = rev
+		}
+		n.mu.Unlock()
+		n.log.Info("cluster: anti-entropy registered a session again", "jid", c.key)
+	}
+	for _, rec := range n.reg.Snapshot() {
+		if rec.Node != n.cfg.NodeName {
+			continue
+		}
+		n.mu.Lock()
+		_, hosted := n.owned[rec.Bare+"/"+rec.Resource]
+		n.mu.Unlock()
+		if !hosted {
+			if err := n.reg.Remove(ctx, rec.Bare, rec.Resource, rec.Rev); err == nil {
+				n.log.Info("cluster: anti-entropy removed an entry of a session this node does not host", "jid", rec.Bare+"/"+rec.Resource)
+			}
+		}
+	}
+}

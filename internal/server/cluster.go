@@ -1,0 +1,105 @@
+package server
+
+import (
+	"context"
+
+	"mellium.im/xmpp/jid"
+
+	"impetus/internal/cluster"
+	"impetus/internal/config"
+	"impetus/internal/module"
+	"impetus/internal/modules/roster"
+	"impetus/internal/router"
+	"impetus/internal/stanza"
+)
+
+// checkCluster validates the cluster scope with the rest of the configuration, so that
+// `impetus config check` refuses a cluster without the shared PostgreSQL storage.
+func checkCluster(cfg *config.Config) error {
+	_, err := cluster.FromConfig(cfg)
+	return err
+}
+
+// startCluster joins the cluster when the configuration has a cluster scope, and returns the
+// router the core and the modules use: the cluster node, or else the local router unchanged,
+// so that a single node runs exactly as without clustering.
+func (s *Server) startCluster(ctx context.Context, acc router.Accounts) (router.Router, error) {
+	cc, err := cluster.FromConfig(s.cfg)
+	if err != nil || cc == nil {
+		return s.router, err
+	}
+	n, err := cluster.Start(ctx, *cc, s.opts.DataDir, s.router, acc, cluster.Hooks{
+		Fenced: func() {
+			s.streams.CloseAll(stanza.NewStreamError("system-shutdown", "this node lost contact with the cluster; connect again"))
+		},
+		Gone: s.announceGone,
+	}, s.log.With("cluster", cc.NodeName))
+	if err != nil {
+		return nil, err
+	}
+	s.cluster = n
+	return n, nil
+}
+
+// clusterHooks lets the node see each local session's broadcast presence, which it writes to
+// the registry so other nodes apply the delivery rules and answer probes with it.
+func (s *Server) clusterHooks() {
+	if s.cluster == nil {
+		return
+	}
+	for _, h := range s.hosts {
+		if h.Service() != nil {
+			continue
+		}
+		h.Hook(module.PresenceIn, 1<<20, func(_ context.Context, st *module.Stanza) (module.Verdict, error) {
+			if st.Session != nil && st.El.Attr("to") == "" {
+				s.cluster.PresenceChanged(st.Session, st.El)
+			}
+			return module.Continue, nil
+		})
+		h.Hook(module.IQIn, 1<<20, func(_ context.Context, st *module.Stanza) (module.Verdict, error) {
+			if st.Session != nil && st.El.Attr("type") == stanza.Get && st.El.Child(roster.NS, "query") != nil {
+				s.cluster.MarkInterested(st.Session, roster.NS)
+			}
+			return module.Continue, nil
+		})
+	}
+}
+
+// announceGone sends the unavailable presence a session of a lost node could not send: to the
+// contacts subscribed to its user's presence and to the user's other resources (RFC 6121 §4.5.2).
+func (s *Server) announceGone(ctx context.Context, full jid.JID) {
+	h := s.core.Host(full.Domainpart())
+	if h == nil {
+		return
+	}
+	unavailable := func(to string) *stanza.Element {
+		return stanza.NewElement(stanza.NSClient, "presence",
+			stanza.Attr{Name: "type", Value: "unavailable"},
+			stanza.Attr{Name: "from", Value: full.String()},
+			stanza.Attr{Name: "to", Value: to})
+	}
+	if r := roster.ForHost(h); r != nil {
+		items, _, err := r.Store().All(ctx, full.Bare().String())
+		if err != nil {
+			s.log.Error("cluster: reading the roster of a lost session", "jid", full.String(), "err", err)
+		}
+		for i := range items {
+			if it := &items[i]; it.Listed() && it.HasFrom() {
+				_ = s.core.Route(ctx, unavailable(it.JID))
+			}
+		}
+	}
+	for _, o := range s.cluster.Sessions(full.Bare()) {
+		if o.Available() {
+			o.Deliver(unavailable(full.Bare().String()))
+		}
+	}
+}
+
+// stopCluster leaves the cluster once the client streams are closed.
+func (s *Server) stopCluster() {
+	if s.cluster != nil {
+		s.cluster.Close()
+	}
+}
