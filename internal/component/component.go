@@ -239,7 +239,7 @@ func (s *stream) stanza(ctx context.Context, el *stanza.Element) error {
 		return stanza.NewStreamError("improper-addressing", "stanzas need a 'to' address")
 	}
 	el.SetAttr("from", from.String())
-	in := convertNS(el, NS, stanza.NSClient)
+	in := stanza.ConvertNS(el, NS, stanza.NSClient)
 	if err := s.m.cfg.Core.Route(ctx, in); err != nil {
 		var serr *stanza.Error
 		if !errors.As(err, &serr) {
@@ -278,8 +278,8 @@ func (s *stream) writeHeader(domain string) {
 
 // write queues el in the component namespace.
 func (s *stream) write(el *stanza.Element) {
-	out := convertNS(el, stanza.NSClient, NS)
-	out = convertNS(out, stanza.NSServer, NS)
+	out := stanza.ConvertNS(el, stanza.NSClient, NS)
+	out = stanza.ConvertNS(out, stanza.NSServer, NS)
 	_ = s.w.Append(func(dst []byte) []byte { return out.AppendXML(dst, NS) })
 }
 
@@ -328,39 +328,4 @@ func (s *stream) unlistItems() {
 	for _, h := range s.items {
 		h.RemoveItem(module.Item{JID: s.domain})
 	}
-}
-
-// convertNS returns el with every element in namespace from moved to namespace to, copying only
-// what changes: stanzas travel as jabber:client inside the server.
-func convertNS(el *stanza.Element, from, to string) *stanza.Element {
-	if !needsConvert(el, from) {
-		return el
-	}
-	c := &stanza.Element{Space: el.Space, Local: el.Local, Attrs: el.Attrs}
-	if c.Space == from {
-		c.Space = to
-	}
-	if len(el.Children) > 0 {
-		c.Children = make([]stanza.Node, len(el.Children))
-		for i, n := range el.Children {
-			if n.Elem != nil {
-				c.Children[i].Elem = convertNS(n.Elem, from, to)
-			} else {
-				c.Children[i].Text = n.Text
-			}
-		}
-	}
-	return c
-}
-
-func needsConvert(el *stanza.Element, from string) bool {
-	if el.Space == from {
-		return true
-	}
-	for _, n := range el.Children {
-		if n.Elem != nil && needsConvert(n.Elem, from) {
-			return true
-		}
-	}
-	return false
 }

@@ -434,7 +434,7 @@ func (s *inStream) stanza(ctx context.Context, el *stanza.Element) error {
 		return stanza.NewStreamError("invalid-from", from.Domainpart()+" is not verified for "+to.Domainpart()+" on this stream")
 	}
 	s.m.cfg.Observer.StanzaReceived(s.remoteAddr, el)
-	in := convertNS(el, stanza.NSServer, stanza.NSClient)
+	in := stanza.ConvertNS(el, stanza.NSServer, stanza.NSClient)
 	if err := s.m.cfg.Route(ctx, in); err != nil {
 		var serr *stanza.Error
 		if !errors.As(err, &serr) {

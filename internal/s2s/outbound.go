@@ -85,7 +85,7 @@ func (s *outStream) enqueue(el *stanza.Element) error {
 		}
 		s.m.cfg.Observer.StanzaDelivered(s.remoteAddr, el)
 		err := s.w.Append(func(dst []byte) []byte {
-			return convertNS(el, stanza.NSClient, stanza.NSServer).AppendXML(dst, stanza.NSServer)
+			return stanza.ConvertNS(el, stanza.NSClient, stanza.NSServer).AppendXML(dst, stanza.NSServer)
 		})
 		if errors.Is(err, transport.ErrClosed) {
 			return errStreamGone
@@ -151,7 +151,7 @@ func (s *outStream) run() {
 	for _, el := range s.queue {
 		s.m.cfg.Observer.StanzaDelivered(s.remoteAddr, el)
 		_ = s.w.Append(func(dst []byte) []byte {
-			return convertNS(el, stanza.NSClient, stanza.NSServer).AppendXML(dst, stanza.NSServer)
+			return stanza.ConvertNS(el, stanza.NSClient, stanza.NSServer).AppendXML(dst, stanza.NSServer)
 		})
 	}
 	s.queue = nil
@@ -362,7 +362,7 @@ func (s *outStream) runMultiplexed(h *outStream) bool {
 	for _, el := range s.queue {
 		s.m.cfg.Observer.StanzaDelivered(s.remoteAddr, el)
 		_ = s.w.Append(func(dst []byte) []byte {
-			return convertNS(el, stanza.NSClient, stanza.NSServer).AppendXML(dst, stanza.NSServer)
+			return stanza.ConvertNS(el, stanza.NSClient, stanza.NSServer).AppendXML(dst, stanza.NSServer)
 		})
 	}
 	s.queue = nil

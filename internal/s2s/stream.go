@@ -131,42 +131,6 @@ func certValidFor(st *tls.ConnectionState, domain string, roots *x509.CertPool) 
 	return err == nil
 }
 
-// convertNS returns el with every element in namespace from moved to namespace to, copying only
-// when something changes. Stanzas travel as jabber:client inside this server and as
-// jabber:server between servers; the serializer writes whatever namespace an element has.
-func convertNS(el *stanza.Element, from, to string) *stanza.Element {
-	if !needsConvert(el, from) {
-		return el
-	}
-	c := &stanza.Element{Space: el.Space, Local: el.Local, Attrs: el.Attrs}
-	if c.Space == from {
-		c.Space = to
-	}
-	if len(el.Children) > 0 {
-		c.Children = make([]stanza.Node, len(el.Children))
-		for i, n := range el.Children {
-			if n.Elem != nil {
-				c.Children[i].Elem = convertNS(n.Elem, from, to)
-			} else {
-				c.Children[i].Text = n.Text
-			}
-		}
-	}
-	return c
-}
-
-func needsConvert(el *stanza.Element, from string) bool {
-	if el.Space == from {
-		return true
-	}
-	for _, n := range el.Children {
-		if n.Elem != nil && needsConvert(n.Elem, from) {
-			return true
-		}
-	}
-	return false
-}
-
 // dbError builds the <error/> child of a dialback error (XEP-0220 §2.4).
 func dbError(condition, text string) *stanza.Element {
 	e := stanza.NewError(condition, text).Element()
