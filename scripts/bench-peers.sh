@@ -248,8 +248,8 @@ scenarios() { # server
   sleep 2
   run "$s" login $a -n "$LOGINS" -users 1000 -c 32
   run "$s" login $a -n "$LOGINS" -users 1000 -c 32 -tls=false -mech PLAIN
-  run "$s/50" chat $a -pairs 50 -window 16 -duration "${CHAT_SECONDS}s"
-  run "$s/500" chat $a -pairs 500 -window 16 -duration "${CHAT_SECONDS}s"
+  run "$s/50" chat $a -login-timeout 10s -pairs 50 -window 16 -duration "${CHAT_SECONDS}s"
+  run "$s/500" chat $a -login-timeout 10s -pairs 500 -window 16 -duration "${CHAT_SECONDS}s"
   if [ "$s" = impetus ]; then
     # Half of Impetus's peak chat rate, offered to every server in the latency comparison.
     HALF=$(python3 -c 'import json, sys
@@ -257,7 +257,7 @@ rs = [json.loads(l) for l in open(sys.argv[1])]
 peak = max([r.get("rate", 0) for r in rs if r.get("scenario") == "chat" and r.get("label") in ("impetus/50", "impetus/500")] or [4000])
 print(int(peak / 2))' "$RESULTS")
   fi
-  run "$s/half" chat $a -pairs 500 -window 16 -duration "${CHAT_SECONDS}s" -rate "$HALF"
+  run "$s/half" chat $a -login-timeout 10s -pairs 500 -window 16 -duration "${CHAT_SECONDS}s" -rate "$HALF"
   run "$s" presence $a -first "$PRESENCE_FIRST" -users "$PRESENCE_USERS" -contacts "$PRESENCE_CONTACTS" -changes 5
   run "$s" idle $a -n "$IDLE_SESSIONS" -c 32 -settle 10s
 }

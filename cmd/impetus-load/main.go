@@ -83,6 +83,7 @@ type result struct {
 	PerSession  float64 `json:"bytes_per_session,omitempty"`
 	LoadAverage float64 `json:"loadavg"`
 	Iterations  int64   `json:"scram_iterations,omitempty"`
+	Retries     int64   `json:"login_retries,omitempty"`
 }
 
 func main() {
@@ -172,6 +173,7 @@ func main() {
 		r.Scenario, r.Label, r.TLS, r.Mech = scenario, o.label, o.dial.tls, o.dial.mech
 		r.LoadAverage = loadAverage()
 		r.Iterations = scramIterations.Load()
+		r.Retries = loginRetries.Load()
 		b, _ := json.Marshal(r)
 		fmt.Println(string(b))
 	}

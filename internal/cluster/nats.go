@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -119,9 +120,13 @@ func splitHostPort(s string) (string, int, error) {
 // natsLogger forwards the embedded server's log to the node's logger.
 type natsLogger struct{ log *slog.Logger }
 
-func (l natsLogger) Noticef(format string, v ...any) { l.log.Info("nats: " + fmt.Sprintf(format, v...)) }
-func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn("nats: " + fmt.Sprintf(format, v...)) }
-func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error("nats: " + fmt.Sprintf(format, v...)) }
-func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error("nats: " + fmt.Sprintf(format, v...)) }
-func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug("nats: " + fmt.Sprintf(format, v...)) }
-func (l natsLogger) Tracef(format string, v ...any)  {}
+func (l natsLogger) logf(level slog.Level, format string, v []any) {
+	l.log.Log(context.Background(), level, "nats: "+fmt.Sprintf(format, v...))
+}
+
+func (l natsLogger) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, format, v) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.logf(slog.LevelWarn, format, v) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.logf(slog.LevelError, format, v) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.logf(slog.LevelError, format, v) }
+func (l natsLogger) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v) }
+func (l natsLogger) Tracef(string, ...any)           {}

@@ -26,7 +26,7 @@ type Entry struct {
 	// Flags are per-session states that modules on other nodes need, such as the namespaces
 	// of the pushes a session asked for (the roster, RFC 6121 §2.1.6).
 	Flags []string `json:"f,omitempty"`
-	Since int64  `json:"t"` // Unix milliseconds of the bind
+	Since int64    `json:"t"` // Unix milliseconds of the bind
 }
 
 // Record is an entry with its key and revision, as the replica holds it.

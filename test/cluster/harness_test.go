@@ -521,5 +521,7 @@ func isMessage(from, body string) func(*element) bool {
 }
 
 func isStreamError(cond string) func(*element) bool {
-	return func(e *element) bool { return e.XMLName.Local == "error" && e.child(cond) != nil && e.attr("type") == "" }
+	return func(e *element) bool {
+		return e.XMLName.Local == "error" && e.child(cond) != nil && e.attr("type") == ""
+	}
 }
