@@ -32,6 +32,8 @@ const (
 	DefaultReplicas            = 1
 	DefaultMaxPresenceBytes    = 4096
 	DefaultBucketPrefix        = "impetus"
+	DefaultInboundQueue        = 1 << 20
+	DefaultInboundQueueBytes   = 512 << 20
 )
 
 func init() {
@@ -59,6 +61,8 @@ func init() {
 			{Name: "node_loss_grace", Type: config.TypeDuration, Default: d(DefaultNodeLossGrace), Doc: "seconds a lost node's users have to log in elsewhere before their contacts see them unavailable (Impetus)"},
 			{Name: "node_loss_presence_rate", Type: config.TypeInt, Default: strconv.Itoa(DefaultNodeLossPresenceRPS), Doc: "sessions of a lost node announced unavailable per second at most (Impetus)"},
 			{Name: "forward_timeout", Type: config.TypeDuration, Default: d(DefaultForwardTimeout), Doc: "seconds a message or iq forwarded to another node waits for its acceptance (Impetus)"},
+			{Name: "inbound_queue", Type: config.TypeInt, Default: strconv.Itoa(DefaultInboundQueue), Doc: "stanzas from other nodes waiting for delivery on this node; beyond it NATS drops them and logs a slow consumer (Impetus)"},
+			{Name: "inbound_queue_bytes", Type: config.TypeSize, Default: strconv.Itoa(DefaultInboundQueueBytes), Doc: "bytes of stanzas from other nodes waiting for delivery on this node (Impetus)"},
 			{Name: "max_presence_bytes", Type: config.TypeSize, Default: strconv.Itoa(DefaultMaxPresenceBytes), Doc: "largest presence kept in the registry for answering probes on other nodes; larger ones are trimmed to show and priority (Impetus)"},
 		},
 	})
@@ -84,6 +88,8 @@ type Config struct {
 	NodeLossRate      int           `conf:"node_loss_presence_rate"`
 	ForwardTimeout    time.Duration `conf:"forward_timeout"`
 	MaxPresenceBytes  int64         `conf:"max_presence_bytes"`
+	InboundQueue      int           `conf:"inbound_queue"`
+	InboundQueueBytes int64         `conf:"inbound_queue_bytes"`
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -97,6 +103,7 @@ func Defaults() Config {
 		AntiEntropy: DefaultAntiEntropy, NodeLossGrace: DefaultNodeLossGrace,
 		NodeLossRate: DefaultNodeLossPresenceRPS, ForwardTimeout: DefaultForwardTimeout,
 		MaxPresenceBytes: DefaultMaxPresenceBytes,
+		InboundQueue:     DefaultInboundQueue, InboundQueueBytes: DefaultInboundQueueBytes,
 	}
 }
 
@@ -147,6 +154,9 @@ func (c *Config) Check() error {
 	}
 	if c.AntiEntropy <= 0 || c.ForwardTimeout <= 0 {
 		return errors.New("cluster: anti_entropy_interval and forward_timeout must be positive")
+	}
+	if c.InboundQueue <= 0 || c.InboundQueueBytes <= 0 {
+		return errors.New("cluster: inbound_queue and inbound_queue_bytes must be positive")
 	}
 	if c.NodeLossRate <= 0 {
 		return errors.New("cluster: node_loss_presence_rate must be positive")

@@ -87,6 +87,14 @@ func connect(c *Config, emb *embedded, log *slog.Logger) (*nats.Conn, error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("cluster: nats disconnected", "err", err)
 		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			// A slow consumer means stanzas from other nodes were dropped.
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("cluster: nats error", "subject", subj, "err", err)
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("cluster: nats reconnected", "url", nc.ConnectedUrl())
 		}),

@@ -137,6 +137,12 @@ func Start(ctx context.Context, cfg Config, dataDir string, local *router.Local,
 		n.close()
 		return nil, fmt.Errorf("cluster: subscribing to %s: %w", n.subject, err)
 	}
+	// Beyond NATS's default of 65536 pending messages a burst of presence from a large node
+	// would be dropped here; the queue is bounded by configuration instead.
+	if err := n.sub.SetPendingLimits(cfg.InboundQueue, int(cfg.InboundQueueBytes)); err != nil {
+		n.close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	_ = n.nc.Flush()
 	n.loop(rctx, cfg.LeaseRenew, n.renew)
 	n.loop(rctx, cfg.LeaseRenew, n.sweep)
