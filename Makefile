@@ -76,3 +76,8 @@ SOAK_DURATION ?= 2m
 soak: build
 	IMPETUS_BIN=$(CURDIR)/$(BIN) SOAK_SESSIONS=$(SOAK_SESSIONS) SOAK_DURATION=$(SOAK_DURATION) \
 	$(GO) test -tags soak -count=1 -timeout 20m -v -run '^TestSoak$$' ./test/soak/
+
+# A three-node cluster on loopback (embedded NATS, shared PostgreSQL); see docs/cluster.md.
+.PHONY: cluster-demo
+cluster-demo: build
+	./scripts/cluster-demo.sh

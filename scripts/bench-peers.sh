@@ -72,6 +72,11 @@ wait_port() { # addr port seconds
   done
 }
 
+# The peers run as their own users through runuser, whose login session resets the soft
+# open-file limit to 1024: too few for 500 chat pairs, let alone the idle run. Each raises it
+# to the hard limit before starting.
+NOFILE=$(ulimit -Hn)
+
 # --- Impetus ----------------------------------------------------------------------------------
 start_impetus() { # name domain [extra config]
   local name=$1 domain=$2 dir=$WORK/$1
@@ -156,7 +161,7 @@ EOF
   EJ_NODE="impetusbench$$@localhost"
   EJ_CTL="--config-dir $dir --spool $dir/spool --logs $dir/logs --node $EJ_NODE"
   # shellcheck disable=SC2086
-  ejabberdctl $EJ_CTL foreground > "$dir/console.log" 2>&1 &
+  runuser -u ejabberd -- sh -c 'ulimit -n "$0"; exec ejabberdctl "$@" foreground' "$NOFILE" $EJ_CTL > "$dir/console.log" 2>&1 &
   PIDS+=($!)
   wait_port "${ADDR[ejabberd]}" 5222 60
   SERVER_PID=$(pgrep -f "beam.smp.*$EJ_NODE" | head -1)
@@ -226,7 +231,7 @@ for i in range(n):
         f.write(body)
 PY
   chown -R prosody "$dir"
-  runuser -u prosody -- prosody --config "$dir/prosody.cfg.lua" -F > "$dir/console.log" 2>&1 &
+  runuser -u prosody -- sh -c 'ulimit -n "$0"; exec prosody --config "$1" -F' "$NOFILE" "$dir/prosody.cfg.lua" > "$dir/console.log" 2>&1 &
   PIDS+=($!)
   wait_port "${ADDR[prosody]}" 5222 30
   SERVER_PID=$(pgrep -u prosody -f "prosody --config $dir/prosody.cfg.lua" | tail -1)

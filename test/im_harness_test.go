@@ -128,6 +128,9 @@ type imOptions struct {
 	MaxOffline int
 	// MaxRoster sets max_roster_items when non-zero.
 	MaxRoster int
+	// Extra is configuration appended to the generated one, kept on every
+	// rewrite (a retry on a new port), such as another domain's scope.
+	Extra string
 }
 
 // imServer is a server on a storage backend whose data directory, password
@@ -197,7 +200,7 @@ xmpp_listener {
   Listen %q {}
 }
 `, strings.Join(xmppOpts, "\n  "), s.b.datasource, testDomain, "file://"+s.passwd,
-		net.JoinHostPort("127.0.0.1", fmt.Sprint(port)))
+		net.JoinHostPort("127.0.0.1", fmt.Sprint(port))) + s.opts.Extra
 	s.config = filepath.Join(s.dir, "impetus.conf")
 	if err := os.WriteFile(s.config, []byte(config), 0o600); err != nil {
 		s.t.Fatal(err)

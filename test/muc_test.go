@@ -1,9 +1,7 @@
 package test
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"slices"
 	"testing"
 )
@@ -23,45 +21,15 @@ const mucScope = `domain "#xmpp#` + mucDomain + `" {
 // startMUCServer starts an IM server whose configuration also hosts mucDomain.
 func startMUCServer(t *testing.T, b *storeBackend, users map[string]string) *imServer {
 	t.Helper()
-	s := newIMServer(t, b, imOptions{Users: users})
-	s.startMUC()
+	s := newIMServer(t, b, imOptions{Users: users, Extra: mucScope})
+	s.start()
 	return s
 }
 
-// startMUC starts s on its data with the MUC scope added to its configuration, retrying with
-// a new port when a parallel test took the one picked.
+// startMUC starts s again on its data, which startMUCServer configured to host mucDomain.
 func (s *imServer) startMUC() {
 	s.t.Helper()
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		if attempt > 0 {
-			s.writeConfig(freePort(s.t, "tcp4", "127.0.0.1:0"))
-		}
-		data, err := os.ReadFile(s.config)
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		if !bytes.Contains(data, []byte(mucDomain)) {
-			if err := os.WriteFile(s.config, append(data, mucScope...), 0o600); err != nil {
-				s.t.Fatal(err)
-			}
-		}
-		srv, retry, err := s.tryStart()
-		if err == nil {
-			s.Server, s.killed = srv, false
-			s.t.Cleanup(func() {
-				if srv == s.Server && !s.killed {
-					srv.stop(s.t)
-				}
-			})
-			return
-		}
-		lastErr = err
-		if !retry {
-			break
-		}
-	}
-	s.t.Fatalf("starting impetus: %v", lastErr)
+	s.start()
 }
 
 // slixMUCResult is the JSON line muc.py prints.

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,17 +22,9 @@ const (
 // component domain and turns in-band registration on.
 func startServicesServer(t *testing.T, b *storeBackend, opts imOptions) *imServer {
 	t.Helper()
-	s := newIMServer(t, b, opts)
-	extra := fmt.Sprintf("domain \"#xmpp#%s\" { XMPP_Component_Secret = %q }\nregister { allow_registration = true registrations_per_ip = 10 }\n",
+	opts.Extra += fmt.Sprintf("domain \"#xmpp#%s\" { XMPP_Component_Secret = %q }\nregister { allow_registration = true registrations_per_ip = 10 }\n",
 		testComponent, testComponentSecret)
-	f, err := os.OpenFile(s.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(extra); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	s := newIMServer(t, b, opts)
 	s.start()
 	return s
 }

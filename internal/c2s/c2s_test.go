@@ -37,20 +37,8 @@ type testServer struct {
 
 func newTestServer(tb testing.TB, users ...string) *testServer {
 	tb.Helper()
-	dir := tb.TempDir()
-	pw := filepath.Join(dir, "passwd")
-	var lines strings.Builder
-	for _, u := range users {
-		fmt.Fprintf(&lines, "%s:secret\n", u)
-	}
-	if err := os.WriteFile(pw, []byte(lines.String()), 0o600); err != nil {
-		tb.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := auth.Open("file://"+pw, auth.Options{Domains: []string{"localhost"}, Logger: log, PollInterval: -1})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	store := testAuth(tb, log, users)
 	r := router.NewLocal(nil)
 	c := core.New(r, log)
 	h := module.NewHost("localhost", r, c, nil, nil, log)
@@ -63,30 +51,63 @@ func newTestServer(tb testing.TB, users ...string) *testServer {
 		Auth: store, AllowPlainWithoutTLS: true, Limits: xmlstream.Limits{MaxStanzaSize: 262144},
 		MaxQueue: 1 << 24, Log: log,
 	}
+	ln := listen(tb, servePlain(cfg))
+	return &testServer{addr: ln.Addr().String(), ln: ln}
+}
+
+// testAuth writes a password file that gives each of users the password "secret" and opens
+// it as the credential store of localhost, closed when the test ends.
+func testAuth(tb testing.TB, log *slog.Logger, users []string) auth.Store {
+	tb.Helper()
+	pw := filepath.Join(tb.TempDir(), "passwd")
+	var lines strings.Builder
+	for _, u := range users {
+		fmt.Fprintf(&lines, "%s:secret\n", u)
+	}
+	if err := os.WriteFile(pw, []byte(lines.String()), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	store, err := auth.Open("file://"+pw, auth.Options{Domains: []string{"localhost"}, Logger: log, PollInterval: -1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	return store
+}
+
+// listen accepts connections on a loopback port until the test ends, handing each to serve
+// on a goroutine of its own; serve's context ends with the test.
+func listen(tb testing.TB, serve func(ctx context.Context, nc net.Conn)) net.Listener {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	tb.Cleanup(func() { cancel(); ln.Close(); store.Close() })
+	tb.Cleanup(func() { cancel(); ln.Close() })
 	go func() {
 		for {
 			nc, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				dec := xmlstream.NewDecoder(nc, cfg.Limits)
-				hdr, err := dec.ReadHeader()
-				if err != nil {
-					nc.Close()
-					return
-				}
-				Serve(ctx, nc, dec, hdr, cfg)
-			}()
+			go serve(ctx, nc)
 		}
 	}()
-	return &testServer{addr: ln.Addr().String(), ln: ln}
+	return ln
+}
+
+// servePlain reads a client stream's header and serves the stream with cfg.
+func servePlain(cfg *Config) func(ctx context.Context, nc net.Conn) {
+	return func(ctx context.Context, nc net.Conn) {
+		dec := xmlstream.NewDecoder(nc, cfg.Limits)
+		hdr, err := dec.ReadHeader()
+		if err != nil {
+			nc.Close()
+			return
+		}
+		Serve(ctx, nc, dec, hdr, cfg)
+	}
 }
 
 // rawClient speaks XML by hand, so the test sees exactly what the server sends.

@@ -9,11 +9,9 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -21,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"impetus/internal/auth"
 	"impetus/internal/core"
 	"impetus/internal/module"
 	"impetus/internal/router"
@@ -44,19 +41,8 @@ type tlsServer struct {
 func newTLSServer(tb testing.TB, users ...string) *tlsServer {
 	tb.Helper()
 	dir := tb.TempDir()
-	pw := filepath.Join(dir, "passwd")
-	var lines strings.Builder
-	for _, u := range users {
-		fmt.Fprintf(&lines, "%s:secret\n", u)
-	}
-	if err := os.WriteFile(pw, []byte(lines.String()), 0o600); err != nil {
-		tb.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := auth.Open("file://"+pw, auth.Options{Domains: []string{"localhost"}, Logger: log, PollInterval: -1})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	store := testAuth(tb, log, users)
 	cert, err := tlsutil.SelfSigned(filepath.Join(dir, "tls"), []string{"localhost"})
 	if err != nil {
 		tb.Fatal(err)
@@ -75,36 +61,22 @@ func newTLSServer(tb testing.TB, users ...string) *tlsServer {
 		TLS: tlsConf, Auth: store, Limits: xmlstream.Limits{MaxStanzaSize: 262144},
 		MaxQueue: 1 << 24, Log: log, Streams: &Streams{}, SM: smTestConfig(), SASL2: DefaultSASL2Config(),
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tb.Cleanup(func() { cancel(); ln.Close(); store.Close() })
 	direct := DirectTLSConfig(tlsConf)
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				tc := tls.Server(nc, direct)
-				if err := tc.Handshake(); err != nil {
-					nc.Close()
-					return
-				}
-				st := tc.ConnectionState()
-				dec := xmlstream.NewDecoder(tc, cfg.Limits)
-				hdr, err := dec.ReadHeader()
-				if err != nil {
-					nc.Close()
-					return
-				}
-				ServeDirectTLS(ctx, tc, dec, hdr, cfg, &st)
-			}()
+	ln := listen(tb, func(ctx context.Context, nc net.Conn) {
+		tc := tls.Server(nc, direct)
+		if err := tc.Handshake(); err != nil {
+			nc.Close()
+			return
 		}
-	}()
+		st := tc.ConnectionState()
+		dec := xmlstream.NewDecoder(tc, cfg.Limits)
+		hdr, err := dec.ReadHeader()
+		if err != nil {
+			nc.Close()
+			return
+		}
+		ServeDirectTLS(ctx, tc, dec, hdr, cfg, &st)
+	})
 	return &tlsServer{addr: ln.Addr().String(), cert: cert, storage: backend, cfg: cfg}
 }
 

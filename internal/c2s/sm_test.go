@@ -6,15 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"impetus/internal/auth"
 	"impetus/internal/core"
 	"impetus/internal/module"
 	"impetus/internal/router"
@@ -33,20 +29,8 @@ type smServer struct {
 
 func newSMServer(tb testing.TB, sm SMConfig, users ...string) *smServer {
 	tb.Helper()
-	dir := tb.TempDir()
-	pw := filepath.Join(dir, "passwd")
-	var lines strings.Builder
-	for _, u := range users {
-		fmt.Fprintf(&lines, "%s:secret\n", u)
-	}
-	if err := os.WriteFile(pw, []byte(lines.String()), 0o600); err != nil {
-		tb.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := auth.Open("file://"+pw, auth.Options{Domains: []string{"localhost"}, Logger: log, PollInterval: -1})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	store := testAuth(tb, log, users)
 	r := router.NewLocal(nil)
 	c := core.New(r, log)
 	h := module.NewHost("localhost", r, c, nil, nil, log)
@@ -68,29 +52,7 @@ func newSMServer(tb testing.TB, sm SMConfig, users ...string) *smServer {
 		Auth: store, AllowPlainWithoutTLS: true, Limits: xmlstream.Limits{MaxStanzaSize: 262144},
 		MaxQueue: 1 << 24, Log: log, Streams: &Streams{}, SM: sm,
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tb.Cleanup(func() { cancel(); ln.Close(); store.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				dec := xmlstream.NewDecoder(nc, cfg.Limits)
-				hdr, err := dec.ReadHeader()
-				if err != nil {
-					nc.Close()
-					return
-				}
-				Serve(ctx, nc, dec, hdr, cfg)
-			}()
-		}
-	}()
+	ln := listen(tb, servePlain(cfg))
 	srv.testServer = &testServer{addr: ln.Addr().String(), ln: ln}
 	srv.cfg = cfg
 	return srv

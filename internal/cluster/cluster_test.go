@@ -221,17 +221,16 @@ func TestLeaseExpires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	live, err := r.Live(ctx)
-	if err != nil || live["a"] != inc {
-		t.Fatalf("live after acquire: %v %v, want a=%d", live, err, inc)
+	if got, err := r.LeaseOf(ctx, "a"); err != nil || got != inc {
+		t.Fatalf("lease after acquire: %d %v, want %d", got, err, inc)
 	}
 	if err := r.Renew(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// Unrenewed, the lease disappears and renewing fails: the node must fence itself.
 	eventually(t, "the lease expires", func() bool {
-		live, err := r.Live(ctx)
-		return err == nil && live["a"] == 0
+		got, err := r.LeaseOf(ctx, "a")
+		return err == nil && got == 0
 	})
 	if err := r.Renew(ctx); err == nil {
 		t.Fatal("renewing an expired lease succeeded")

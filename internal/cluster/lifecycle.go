@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,39 +68,70 @@ func (n *Node) fence(cause error) {
 // compare-and-set on its revision, so when several nodes sweep at once exactly one removes a
 // given entry, and only that one announces the session gone. The snapshot is taken before the
 // leases are read: an entry is only ever written after its node's lease, so an entry whose
-// lease is missing afterwards belongs to a lost node.
+// lease is missing afterwards belongs to a lost node. A lease must be found missing by two
+// sweeps in a row, because a read may be served by a replica that has not yet seen a lease
+// just taken.
 func (n *Node) sweep(ctx context.Context) {
 	if n.fenced.Load() {
 		return
 	}
 	snap := n.reg.Snapshot()
-	if len(snap) == 0 {
-		return
+	type owner struct {
+		node string
+		inc  uint64
 	}
-	live, err := n.reg.Live(ctx)
-	if err != nil {
-		return
+	byOwner := map[owner][]Record{}
+	for _, rec := range snap {
+		if rec.Node == n.cfg.NodeName && rec.Inc == n.reg.Inc() {
+			continue
+		}
+		byOwner[owner{rec.Node, rec.Inc}] = append(byOwner[owner{rec.Node, rec.Inc}], rec)
+	}
+	seen := map[string]uint64{}
+	confirmed := map[owner]bool{}
+	for o := range byOwner {
+		inc, ok := seen[o.node]
+		if !ok {
+			var err error
+			if inc, err = n.reg.LeaseOf(ctx, o.node); err != nil {
+				return // no verdict without the registry
+			}
+			seen[o.node] = inc
+		}
+		key := o.node + "#" + strconv.FormatUint(o.inc, 10)
+		if inc == o.inc {
+			delete(n.suspects, key)
+			continue
+		}
+		if n.suspects[key] {
+			confirmed[o] = true
+			delete(n.suspects, key)
+		} else {
+			n.suspects[key] = true
+		}
 	}
 	due := time.Now().Add(n.cfg.NodeLossGrace)
-	for _, rec := range snap {
-		if inc, ok := live[rec.Node]; ok && inc == rec.Inc {
-			continue
+	for o := range confirmed {
+		n.log.Warn("cluster: node lost; removing its sessions", "node", o.node, "incarnation", o.inc, "sessions", len(byOwner[o]))
+		for _, rec := range byOwner[o] {
+			if err := n.reg.Remove(ctx, rec.Bare, rec.Resource, rec.Rev); err != nil {
+				// Another node removed it, it was written again, or the registry is electing
+				// a leader: the next sweeps try again while the entry is there.
+				n.log.Debug("cluster: removing a lost session", "jid", rec.Bare+"/"+rec.Resource, "err", err)
+				continue
+			}
+			n.Cleaned.Add(1)
+			if !rec.Avail {
+				continue
+			}
+			full, err := jid.Parse(rec.Bare + "/" + rec.Resource)
+			if err != nil {
+				continue
+			}
+			n.mu.Lock()
+			n.lost = append(n.lost, lostSession{full: full, rev: rec.Rev, due: due})
+			n.mu.Unlock()
 		}
-		if err := n.reg.Remove(ctx, rec.Bare, rec.Resource, rec.Rev); err != nil {
-			continue // another node removed it, or it was written again
-		}
-		n.Cleaned.Add(1)
-		n.log.Info("cluster: removed the session of a lost node", "jid", rec.Bare+"/"+rec.Resource, "node", rec.Node)
-		if !rec.Avail {
-			continue
-		}
-		full, err := jid.Parse(rec.Bare + "/" + rec.Resource)
-		if err != nil {
-			continue
-		}
-		n.mu.Lock()
-		n.lost = append(n.lost, lostSession{full: full, due: due})
-		n.mu.Unlock()
 	}
 }
 
@@ -113,22 +145,24 @@ func (n *Node) announceLost(ctx context.Context) {
 	}
 	now := time.Now()
 	n.mu.Lock()
-	var batch []jid.JID
+	var batch []lostSession
 	i := 0
 	for ; i < len(n.lost) && len(batch) < budget; i++ {
 		if n.lost[i].due.After(now) {
 			break
 		}
-		batch = append(batch, n.lost[i].full)
+		batch = append(batch, n.lost[i])
 	}
 	n.lost = n.lost[i:]
 	n.mu.Unlock()
-	for _, full := range batch {
-		if _, ok := n.reg.Lookup(full.Bare().String(), full.Resourcepart()); ok {
+	for _, ls := range batch {
+		// The replica may still show the removed entry (its watch lags behind a leader
+		// change); only a newer entry means the user is back.
+		if cur, ok := n.reg.Lookup(ls.full.Bare().String(), ls.full.Resourcepart()); ok && cur.Rev != ls.rev {
 			continue
 		}
 		if n.hooks.Gone != nil {
-			n.hooks.Gone(ctx, full)
+			n.hooks.Gone(ctx, ls.full)
 		}
 	}
 }

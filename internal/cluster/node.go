@@ -56,6 +56,7 @@ type owned struct {
 // lostSession is a session of a lost node waiting for its grace period to end.
 type lostSession struct {
 	full jid.JID
+	rev  uint64 // revision of the removed entry
 	due  time.Time
 }
 
@@ -79,6 +80,9 @@ type Node struct {
 	owned map[string]*owned // full JID → session
 	dirty map[string]bool   // full JIDs whose presence changed since the last registry write
 	lost  []lostSession
+	// suspects are owners (node#incarnation) whose lease one sweep found missing; used
+	// only by the sweep goroutine.
+	suspects map[string]bool
 
 	wake   chan struct{}
 	fenced atomic.Bool
@@ -95,7 +99,7 @@ type Node struct {
 // loads the registry and subscribes to the node's subject.
 func Start(ctx context.Context, cfg Config, dataDir string, local *router.Local, accounts router.Accounts, hooks Hooks, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, local: local, accounts: accounts, hooks: hooks,
-		owned: map[string]*owned{}, dirty: map[string]bool{}, wake: make(chan struct{}, 1),
+		owned: map[string]*owned{}, dirty: map[string]bool{}, suspects: map[string]bool{}, wake: make(chan struct{}, 1),
 		subject: cfg.BucketPrefix + ".node." + cfg.NodeName}
 	var err error
 	if cfg.EmbeddedNATS {
@@ -359,17 +363,21 @@ func (n *Node) entryOf(o *owned) Entry {
 	return Entry{Node: n.cfg.NodeName, Inc: n.reg.Inc(), Avail: o.s.Available(), Prio: o.s.Priority(), Pres: o.pres, Flags: o.flags, Since: o.since}
 }
 
-// MarkInterested records that a local session asked for the pushes of namespace ns, so that
-// modules on other nodes push to it as well.
-func (n *Node) MarkInterested(s router.Session, ns string) {
+// MarkInterested records that a local session asked for the pushes of namespace ns (the roster,
+// carbons), or stopped (on false), so that modules on other nodes push to it as well.
+func (n *Node) MarkInterested(s router.Session, ns string, on bool) {
 	key := s.JID().String()
 	n.mu.Lock()
 	o := n.owned[key]
-	if o == nil || o.s != s || slices.Contains(o.flags, ns) {
+	if o == nil || o.s != s || slices.Contains(o.flags, ns) == on {
 		n.mu.Unlock()
 		return
 	}
-	o.flags = append(slices.Clip(o.flags), ns)
+	if on {
+		o.flags = append(slices.Clip(o.flags), ns)
+	} else {
+		o.flags = slices.DeleteFunc(slices.Clone(o.flags), func(f string) bool { return f == ns })
+	}
 	n.dirty[key] = true
 	n.mu.Unlock()
 	n.signal()

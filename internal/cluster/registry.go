@@ -338,33 +338,24 @@ func (r *Registry) Release(ctx context.Context) {
 	}
 }
 
-// Live returns the incarnation of every node holding a lease, read from the stream leader.
-func (r *Registry) Live(ctx context.Context) (map[string]uint64, error) {
+// LeaseOf returns the incarnation holding node's lease, or 0 when the node holds none. It
+// reads the key itself: a listing of the bucket (a watch) can miss keys that are rewritten
+// while it runs, which leases are every few seconds.
+func (r *Registry) LeaseOf(ctx context.Context, node string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	lister, err := r.leases.ListKeys(ctx)
+	e, err := r.leases.Get(ctx, leaseKey(node))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
+	var l lease
+	if err := json.Unmarshal(e.Value(), &l); err != nil {
+		return 0, nil
 	}
-	out := map[string]uint64{}
-	for _, k := range keys {
-		e, err := r.leases.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var l lease
-		if json.Unmarshal(e.Value(), &l) == nil && l.Inc != 0 {
-			out[strings.TrimPrefix(k, "n.")] = l.Inc
-		}
-	}
-	return out, nil
+	return l.Inc, nil
 }
 
 // Claim makes this node the owner of a full JID. It returns the record it replaced when

@@ -8,6 +8,7 @@ import (
 	"impetus/internal/cluster"
 	"impetus/internal/config"
 	"impetus/internal/module"
+	"impetus/internal/modules/carbons"
 	"impetus/internal/modules/roster"
 	"impetus/internal/router"
 	"impetus/internal/stanza"
@@ -58,8 +59,18 @@ func (s *Server) clusterHooks() {
 			return module.Continue, nil
 		})
 		h.Hook(module.IQIn, 1<<20, func(_ context.Context, st *module.Stanza) (module.Verdict, error) {
-			if st.Session != nil && st.El.Attr("type") == stanza.Get && st.El.Child(roster.NS, "query") != nil {
-				s.cluster.MarkInterested(st.Session, roster.NS)
+			if st.Session == nil {
+				return module.Continue, nil
+			}
+			// Per-session interests that modules keep in memory, mirrored into the registry so
+			// that the modules on other nodes push to this session too.
+			switch typ := st.El.Attr("type"); {
+			case typ == stanza.Get && st.El.Child(roster.NS, "query") != nil:
+				s.cluster.MarkInterested(st.Session, roster.NS, true)
+			case typ == stanza.Set && st.El.Child(carbons.NS, "enable") != nil:
+				s.cluster.MarkInterested(st.Session, carbons.NS, true)
+			case typ == stanza.Set && st.El.Child(carbons.NS, "disable") != nil:
+				s.cluster.MarkInterested(st.Session, carbons.NS, false)
 			}
 			return module.Continue, nil
 		})

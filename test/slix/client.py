@@ -165,6 +165,7 @@ class Client(slixmpp.ClientXMPP):
 
 
 def iq_error(e):
+    """Report an IqError as the Go tests expect it: "error:<condition>"."""
     return "error:%s" % e.iq["error"]["condition"]
 
 

@@ -103,7 +103,8 @@ async def scenario_csi(args, cert):
         res["before_active"] = list(events)
         alice["xep_0352"].send_active()
         await alice["xep_0199"].send_ping(alice.boundjid.domain, timeout=STEP_TIMEOUT)
-        res["events"] = events
+        # A copy: closing in finally delivers bob's unavailable presence to alice's handler.
+        res["events"] = list(events)
         res["ok"] = True
         return res
     finally:

@@ -27,7 +27,7 @@ import logging
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 
-from client import STEP_TIMEOUT, Client, run_scenario, scenario_parser
+from client import STEP_TIMEOUT, Client, iq_error, next_matching, run_scenario, scenario_parser
 
 PHOTO = b"\x89PNG\r\n\x1a\n impetus test avatar"
 
@@ -41,19 +41,6 @@ def new_client(args, cert, jid, password, plugins=()):
     c.add_event_handler("presence", lambda p: c.presences.put_nowait(p))
     c.add_event_handler("message_error", lambda m: c.errors.put_nowait(m))
     return c
-
-
-async def next_matching(queue, pred, what):
-    """Return the first queued item matching pred, bounded by STEP_TIMEOUT."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STEP_TIMEOUT
-    while True:
-        left = deadline - loop.time()
-        if left <= 0:
-            raise TimeoutError("timeout waiting for " + what)
-        item = await asyncio.wait_for(queue.get(), left)
-        if pred(item):
-            return item
 
 
 async def scenario_services(args, cert):
@@ -198,7 +185,7 @@ async def scenario_register(args, cert):
             await resp.send(timeout=STEP_TIMEOUT)
             res["registered"] = True
         except IqError as e:
-            res["registered"] = "error:%s" % e.iq["error"]["condition"]
+            res["registered"] = iq_error(e)
 
     c.add_event_handler("register", on_register)
     if not await c.login():
@@ -217,7 +204,7 @@ async def scenario_register(args, cert):
             await c2["xep_0077"].cancel_registration(timeout=STEP_TIMEOUT)
             res["cancelled"] = True
         except IqError as e:
-            res["cancelled"] = "error:%s" % e.iq["error"]["condition"]
+            res["cancelled"] = iq_error(e)
         except IqTimeout:
             res["cancelled"] = "timeout"
     await c2.close()

@@ -102,8 +102,12 @@ func (c *Carbons) own(iq *module.IQ) (router.Session, error) {
 // Enabled reports whether s enabled carbons.
 func (c *Carbons) Enabled(s router.Session) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	_, ok := c.enabled[s]
+	c.mu.Unlock()
+	if r, remote := s.(interface{ Interested(ns string) bool }); remote && !ok {
+		// A session on another node of a cluster that enabled carbons there.
+		return r.Interested(NS)
+	}
 	return ok
 }
 

@@ -116,16 +116,26 @@ func (b *Backend) rlock(ctx context.Context) (func(), error) {
 	return b.mu.RUnlock, nil
 }
 
+// lockUser checks that user may have data in the store kind/name, then takes the
+// backend's lock: exclusive when write is set, shared otherwise. The caller defers the
+// returned unlock.
+func (b *Backend) lockUser(ctx context.Context, write bool, kind, name, user string) (func(), error) {
+	if err := common.StoreUser(kind, name, user); err != nil {
+		return nil, err
+	}
+	if write {
+		return b.lock(ctx)
+	}
+	return b.rlock(ctx)
+}
+
 type kvStore struct {
 	b    *Backend
 	name string
 }
 
 func (s kvStore) Get(ctx context.Context, user string) ([]byte, error) {
-	if err := common.StoreUser("kv", s.name, user); err != nil {
-		return nil, err
-	}
-	unlock, err := s.b.rlock(ctx)
+	unlock, err := s.b.lockUser(ctx, false, "kv", s.name, user)
 	if err != nil {
 		return nil, err
 	}
@@ -138,10 +148,7 @@ func (s kvStore) Get(ctx context.Context, user string) ([]byte, error) {
 }
 
 func (s kvStore) Set(ctx context.Context, user string, value []byte) error {
-	if err := common.StoreUser("kv", s.name, user); err != nil {
-		return err
-	}
-	unlock, err := s.b.lock(ctx)
+	unlock, err := s.b.lockUser(ctx, true, "kv", s.name, user)
 	if err != nil {
 		return err
 	}
@@ -156,10 +163,7 @@ func (s kvStore) Set(ctx context.Context, user string, value []byte) error {
 }
 
 func (s kvStore) Delete(ctx context.Context, user string) error {
-	if err := common.StoreUser("kv", s.name, user); err != nil {
-		return err
-	}
-	unlock, err := s.b.lock(ctx)
+	unlock, err := s.b.lockUser(ctx, true, "kv", s.name, user)
 	if err != nil {
 		return err
 	}
@@ -205,10 +209,7 @@ func (s mapStore) Delete(ctx context.Context, user, key string) error {
 }
 
 func (s mapStore) All(ctx context.Context, user string) (map[string][]byte, error) {
-	if err := common.StoreUser("map", s.name, user); err != nil {
-		return nil, err
-	}
-	unlock, err := s.b.rlock(ctx)
+	unlock, err := s.b.lockUser(ctx, false, "map", s.name, user)
 	if err != nil {
 		return nil, err
 	}
@@ -217,10 +218,7 @@ func (s mapStore) All(ctx context.Context, user string) (map[string][]byte, erro
 }
 
 func (s mapStore) DeleteAll(ctx context.Context, user string) error {
-	if err := common.StoreUser("map", s.name, user); err != nil {
-		return err
-	}
-	unlock, err := s.b.lock(ctx)
+	unlock, err := s.b.lockUser(ctx, true, "map", s.name, user)
 	if err != nil {
 		return err
 	}
@@ -232,10 +230,7 @@ func (s mapStore) DeleteAll(ctx context.Context, user string) error {
 // Update stages fn's writes in an overlay and applies them only when fn
 // succeeds and ctx is still live, so a failing fn leaves no trace.
 func (s mapStore) Update(ctx context.Context, user string, fn func(tx storage.MapTx) error) error {
-	if err := common.StoreUser("map", s.name, user); err != nil {
-		return err
-	}
-	unlock, err := s.b.lock(ctx)
+	unlock, err := s.b.lockUser(ctx, true, "map", s.name, user)
 	if err != nil {
 		return err
 	}
@@ -513,10 +508,7 @@ func (s archiveStore) Delete(ctx context.Context, user string, ids ...string) er
 }
 
 func (s archiveStore) Count(ctx context.Context, user string) (int, error) {
-	if err := common.StoreUser("archive", s.name, user); err != nil {
-		return 0, err
-	}
-	unlock, err := s.b.rlock(ctx)
+	unlock, err := s.b.lockUser(ctx, false, "archive", s.name, user)
 	if err != nil {
 		return 0, err
 	}
@@ -525,10 +517,7 @@ func (s archiveStore) Count(ctx context.Context, user string) (int, error) {
 }
 
 func (s archiveStore) Purge(ctx context.Context, user string) error {
-	if err := common.StoreUser("archive", s.name, user); err != nil {
-		return err
-	}
-	unlock, err := s.b.lock(ctx)
+	unlock, err := s.b.lockUser(ctx, true, "archive", s.name, user)
 	if err != nil {
 		return err
 	}
