@@ -101,6 +101,21 @@ func TestCluster(t *testing.T) {
 		bob.expect("message to the bare JID", isMessage(alice.full, "to bare"))
 		bob.send(fmt.Sprintf(`<message type='chat' to='%s'><body>reply</body></message>`, alice.bare()))
 		alice.expect("reply", isMessage(bob.full, "reply"))
+		// Message carbons (XEP-0280) to a resource on a third node that enabled them there.
+		tablet := login(t, n3, "alice", "pw", "tablet2")
+		if r := tablet.iq(`<iq type='set'><enable xmlns='urn:xmpp:carbons:2'/></iq>`); r.attr("type") != "result" {
+			t.Fatalf("enabling carbons: %v", r)
+		}
+		tablet.send(`<presence><priority>-1</priority></presence>`)
+		tablet.sync()
+		bob.sync()
+		bob.send(fmt.Sprintf(`<message type='chat' to='%s'><body>carbon</body></message>`, alice.full))
+		alice.expect("message for the carbon", isMessage(bob.full, "carbon"))
+		tablet.expect("received carbon", func(e *element) bool {
+			r := e.child("received")
+			return e.XMLName.Local == "message" && r != nil && r.find("body") != nil && r.find("body").Text == "carbon"
+		})
+		tablet.close()
 		// Order per sender: a burst arrives in order.
 		for i := 0; i < 50; i++ {
 			alice.send(fmt.Sprintf(`<message type='chat' to='%s'><body>m%d</body></message>`, bob.full, i))

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +25,21 @@ type fixture struct {
 	u    *Upload
 	srv  *rostertest.Server
 	http *httptest.Server
-	now  time.Time
+	// now is the fake clock; the module's cleanup goroutine reads it while the test advances it.
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (f *fixture) clock() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fixture) advance(d time.Duration) {
+	f.mu.Lock()
+	f.now = f.now.Add(d)
+	f.mu.Unlock()
 }
 
 func newFixture(t *testing.T, b storage.Backend, mod func(*Config)) *fixture {
@@ -33,7 +48,7 @@ func newFixture(t *testing.T, b storage.Backend, mod func(*Config)) *fixture {
 	f.srv = rostertest.New(t, b, rostertest.Config{}, "localhost")
 	f.http = httptest.NewServer(handler)
 	t.Cleanup(f.http.Close)
-	u := &Upload{Config: DefaultConfig(), now: func() time.Time { return f.now }}
+	u := &Upload{Config: DefaultConfig(), now: f.clock}
 	if mod != nil {
 		mod(&u.Config)
 	}
@@ -152,13 +167,13 @@ func TestUploadRoundTrip(t *testing.T) {
 
 		// An expired slot's token is refused.
 		put2, auth2, _ := slotURLs(t, f.slot("alice@localhost/a", `filename="late.txt" size="1" content-type="text/plain"`))
-		f.now = f.now.Add(DefaultSlotLifetime + time.Second)
+		f.advance(DefaultSlotLifetime + time.Second)
 		if code := f.put(put2, auth2, "text/plain", "x"); code != http.StatusForbidden {
 			t.Errorf("PUT after the slot expired: %d", code)
 		}
 
 		// After expire_after the file is gone, and the cleanup removes it and its record.
-		f.now = f.now.Add(DefaultExpireAfter)
+		f.advance(DefaultExpireAfter)
 		if code, _, _ := f.get(get); code != http.StatusNotFound {
 			t.Errorf("GET of an expired file: %d", code)
 		}
@@ -210,7 +225,7 @@ func TestUploadErrors(t *testing.T) {
 	if e == nil || e.Attr("type") != "wait" || e.Child(stanza.NSStanzaErr, "resource-constraint") == nil {
 		t.Fatalf("quota: %s", reply)
 	}
-	if r := e.Child(NS, "retry"); r == nil || r.Attr("stamp") != f.now.Add(DefaultExpireAfter).UTC().Format(time.RFC3339) {
+	if r := e.Child(NS, "retry"); r == nil || r.Attr("stamp") != f.clock().Add(DefaultExpireAfter).UTC().Format(time.RFC3339) {
 		t.Fatalf("quota without retry stamp: %s", reply)
 	}
 	// Another account has its own quota.
