@@ -422,5 +422,4 @@ else:
 open(out, "w").write(doc)
 print("\n".join(lines))
 PY
-echo "bench-peers: results in $OUT (raw: $RESULTS)"
-cp "$RESULTS" "$ROOT/.bench-peers.jsonl"
+echo "bench-peers: results in $OUT (raw: $RESULTS, kept with KEEP=1)"

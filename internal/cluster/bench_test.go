@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,23 +145,102 @@ func BenchmarkBroadcastAcrossNodes(b *testing.B) {
 	}
 }
 
-// BenchmarkRegistryClaimRelease measures a bind and an unbind in the registry (two
-// compare-and-set writes to JetStream KV, R1, memory storage).
-func BenchmarkRegistryClaimRelease(b *testing.B) {
-	a, _, _ := benchNodes(b)
-	ctx := context.Background()
-	e := Entry{Node: "a", Inc: a.reg.Inc(), Avail: true}
-	i := 0
-	b.ResetTimer()
-	for b.Loop() {
-		i++
-		res := fmt.Sprint(i)
-		rev, err := a.reg.Claim(ctx, "user@example.org", res, e, nil)
+// benchRegistry opens registry buckets of their own (so that no node's anti-entropy or sweep
+// touches the entries) on one NATS server, or on a cluster of three with replicas = 3.
+func benchRegistry(b *testing.B, servers int) *Registry {
+	b.Helper()
+	ports := make([]int, servers)
+	for i := range ports {
+		ports[i] = freeTCPPort(b)
+	}
+	var url string
+	for i := 0; i < servers; i++ {
+		c := Defaults()
+		c.NodeName = fmt.Sprintf("nats%d", i)
+		c.NATSListen = "127.0.0.1:-1"
+		c.NATSStoreDir = b.TempDir()
+		if servers > 1 {
+			c.NATSClusterListen = fmt.Sprintf("127.0.0.1:%d", ports[i])
+			for j, p := range ports {
+				if j != i {
+					c.NATSRoutes = append(c.NATSRoutes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+				}
+			}
+		}
+		emb, err := startEmbedded(&c, "", quiet())
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := a.reg.Remove(ctx, "user@example.org", res, rev); err != nil {
-			b.Fatal(err)
+		b.Cleanup(emb.close)
+		if i == 0 {
+			url = emb.srv.ClientURL()
 		}
 	}
+	cfg := testConfig(url, "bench")
+	cfg.Replicas = servers
+	nc, err := connect(&cfg, nil, quiet())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	reg, err := OpenRegistry(ctx, nc, &cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return reg
+}
+
+func freeTCPPort(b *testing.B) int {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func benchClaimRelease(b *testing.B, servers, parallelism int) {
+	reg := benchRegistry(b, servers)
+	ctx := context.Background()
+	e := Entry{Node: "bench", Inc: 1, Avail: true}
+	// A new JetStream cluster may still move its leaders: wait for a write to succeed first.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		rev, err := reg.Claim(ctx, "user@example.org", "warm-up", e, nil)
+		if err == nil && reg.Remove(ctx, "user@example.org", "warm-up", rev) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the registry accepts no writes: %v", err)
+		}
+	}
+	var seq atomic.Int64
+	b.SetParallelism(parallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res := fmt.Sprint(seq.Add(1))
+			rev, err := reg.Claim(ctx, "user@example.org", res, e, nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if err := reg.Remove(ctx, "user@example.org", res, rev); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkRegistryClaimRelease measures a bind and an unbind in the registry: two
+// compare-and-set writes to JetStream KV in memory storage. R1 is one NATS server, R3 three
+// servers in a JetStream cluster; "seq" is one writer (latency), "par" 16 writers (throughput).
+func BenchmarkRegistryClaimRelease(b *testing.B) {
+	b.Run("R1/seq", func(b *testing.B) { benchClaimRelease(b, 1, 1) })
+	b.Run("R1/par", func(b *testing.B) { benchClaimRelease(b, 1, 8) })
+	b.Run("R3/seq", func(b *testing.B) { benchClaimRelease(b, 3, 1) })
+	b.Run("R3/par", func(b *testing.B) { benchClaimRelease(b, 3, 8) })
 }

@@ -228,6 +228,17 @@ func (r *Registry) Lookup(bare, resource string) (Record, bool) {
 	return rec, ok
 }
 
+// Len returns the number of records in the replica.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	n := 0
+	for _, m := range r.byBare {
+		n += len(m)
+	}
+	return n
+}
+
 // Snapshot returns every record of the replica.
 func (r *Registry) Snapshot() []Record {
 	r.mu.RLock()

@@ -7,6 +7,7 @@ import (
 
 	"impetus/internal/cluster"
 	"impetus/internal/config"
+	"impetus/internal/metrics"
 	"impetus/internal/module"
 	"impetus/internal/modules/carbons"
 	"impetus/internal/modules/roster"
@@ -39,6 +40,21 @@ func (s *Server) startCluster(ctx context.Context, acc router.Accounts) (router.
 		return nil, err
 	}
 	s.cluster = n
+	metrics.Default.CounterFunc("impetus_cluster_stanzas_total", "Stanzas forwarded to and received from other cluster nodes.", "direction", func() map[string]uint64 {
+		return map[string]uint64{"forwarded": uint64(n.Forwarded.Load()), "received": uint64(n.Received.Load())}
+	})
+	metrics.Default.CounterFunc("impetus_cluster_lost_sessions_total", "Registry entries of lost nodes this node removed.", "node", func() map[string]uint64 {
+		return map[string]uint64{cc.NodeName: uint64(n.Cleaned.Load())}
+	})
+	metrics.Default.GaugeFunc("impetus_cluster_registry_sessions", "Sessions in this node's replica of the cluster registry.", func() float64 {
+		return float64(n.Registry().Len())
+	})
+	metrics.Default.GaugeFunc("impetus_cluster_fenced", "1 while this node has no lease and refuses sessions.", func() float64 {
+		if n.Fenced() {
+			return 1
+		}
+		return 0
+	})
 	return n, nil
 }
 

@@ -101,6 +101,14 @@ func TestCluster(t *testing.T) {
 		bob.expect("message to the bare JID", isMessage(alice.full, "to bare"))
 		bob.send(fmt.Sprintf(`<message type='chat' to='%s'><body>reply</body></message>`, alice.bare()))
 		alice.expect("reply", isMessage(bob.full, "reply"))
+		// An iq to a resource on another node is answered by that resource; to a resource that
+		// is bound nowhere, the server answers service-unavailable (RFC 6120 §10.5.3.2).
+		if r := alice.iq(fmt.Sprintf(`<iq type='get' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>`, bob.full)); r.attr("type") != "result" || r.attr("from") != bob.full {
+			t.Fatalf("iq to a resource on another node: %v", r)
+		}
+		if r := alice.iq(`<iq type='get' to='bob@localhost/nowhere'><ping xmlns='urn:xmpp:ping'/></iq>`); r.attr("type") != "error" || r.find("service-unavailable") == nil {
+			t.Fatalf("iq to a missing resource: %v", r)
+		}
 		// Message carbons (XEP-0280) to a resource on a third node that enabled them there.
 		tablet := login(t, n3, "alice", "pw", "tablet2")
 		if r := tablet.iq(`<iq type='set'><enable xmlns='urn:xmpp:carbons:2'/></iq>`); r.attr("type") != "result" {

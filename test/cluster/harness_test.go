@@ -404,8 +404,13 @@ func (c *client) read() {
 			return
 		}
 		if e.XMLName.Local == "iq" && (e.attr("type") == "get" || e.attr("type") == "set") {
-			// Roster pushes are acknowledged (RFC 6121 §2.1.6); they are recorded too.
-			c.send(fmt.Sprintf(`<iq type='result' id='%s'/>`, xmlEscape(e.attr("id"))))
+			// Roster pushes are acknowledged (RFC 6121 §2.1.6) and other requests answered with
+			// an empty result; they are recorded too.
+			to := ""
+			if f := e.attr("from"); f != "" {
+				to = fmt.Sprintf(" to='%s'", xmlEscape(f))
+			}
+			c.send(fmt.Sprintf(`<iq type='result' id='%s'%s/>`, xmlEscape(e.attr("id")), to))
 		}
 		c.in <- e
 	}

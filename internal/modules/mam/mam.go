@@ -88,6 +88,12 @@ type MAM struct {
 	prefs   storage.KV
 	archive *mamquery.Archive
 
+	// prefsCache keeps preferences read from storage: every archived message consults both
+	// users' preferences, and reading them from the database each time cost more than the rest
+	// of the message path together. Only this module writes them, so it keeps the cache exact.
+	prefsMu    sync.RWMutex
+	prefsCache map[string]Prefs
+
 	stopOnce sync.Once
 	stop     chan struct{}
 	done     chan struct{}
@@ -203,23 +209,50 @@ type Prefs struct {
 	Never   []string `json:"never,omitempty"`
 }
 
-// Prefs returns user's preferences, or the server default when the user has set none.
+// maxCachedPrefs bounds the preferences cache; past it the cache starts over.
+const maxCachedPrefs = 100000
+
+// Prefs returns user's preferences, or the server default when the user has set none. The
+// result is shared: callers must not modify its lists.
 func (m *MAM) Prefs(ctx context.Context, user string) (Prefs, error) {
+	m.prefsMu.RLock()
+	p, ok := m.prefsCache[user]
+	m.prefsMu.RUnlock()
+	if ok {
+		return p, nil
+	}
 	data, err := m.prefs.Get(ctx, user)
-	if errors.Is(err, storage.ErrNotFound) {
-		return Prefs{Default: m.Default}, nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		p = Prefs{Default: m.Default}
+	case err != nil:
 		return Prefs{}, err
+	default:
+		if err := json.Unmarshal(data, &p); err != nil {
+			return Prefs{}, err
+		}
+		if p.Default == "" {
+			p.Default = m.Default
+		}
 	}
-	var p Prefs
-	if err := json.Unmarshal(data, &p); err != nil {
-		return Prefs{}, err
-	}
-	if p.Default == "" {
-		p.Default = m.Default
-	}
+	m.cachePrefs(user, p)
 	return p, nil
+}
+
+func (m *MAM) cachePrefs(user string, p Prefs) {
+	m.prefsMu.Lock()
+	if m.prefsCache == nil || len(m.prefsCache) >= maxCachedPrefs {
+		m.prefsCache = make(map[string]Prefs)
+	}
+	m.prefsCache[user] = p
+	m.prefsMu.Unlock()
+}
+
+// ForgetPrefs drops a user's cached preferences (after the account's data was deleted).
+func (m *MAM) ForgetPrefs(user string) {
+	m.prefsMu.Lock()
+	delete(m.prefsCache, user)
+	m.prefsMu.Unlock()
 }
 
 func (p Prefs) element() *stanza.Element {
@@ -288,8 +321,13 @@ func (m *MAM) setPrefs(ctx context.Context, iq *module.IQ) (*stanza.Element, err
 		return nil, err
 	}
 	if err := m.prefs.Set(ctx, user, data); err != nil {
+		m.ForgetPrefs(user)
 		return nil, err
 	}
+	if p.Default == "" {
+		p.Default = m.Default
+	}
+	m.cachePrefs(user, p)
 	return p.element(), nil
 }
 
