@@ -72,7 +72,7 @@ func (n *Node) fence(cause error) {
 // sweeps in a row, because a read may be served by a replica that has not yet seen a lease
 // just taken.
 func (n *Node) sweep(ctx context.Context) {
-	if n.fenced.Load() {
+	if !n.owner() {
 		return
 	}
 	snap := n.reg.Snapshot()
@@ -173,7 +173,7 @@ func (n *Node) announceLost(ctx context.Context) {
 // another node was replaced there and is closed.
 func (n *Node) antiEntropy(ctx context.Context) {
 	inc := n.reg.Inc()
-	if n.fenced.Load() || inc == 0 {
+	if !n.owner() {
 		return
 	}
 	type check struct {

@@ -216,6 +216,13 @@ func (n *Node) Name() string { return n.cfg.NodeName }
 // Registry returns the session registry.
 func (n *Node) Registry() *Registry { return n.reg }
 
+// owner reports whether the node may act as the owner of sessions: it holds a lease renewed
+// within fence_after. The renewal time is checked too, so that a process resumed after a pause
+// longer than its lease stops acting before its renewal loop notices.
+func (n *Node) owner() bool {
+	return !n.fenced.Load() && n.reg.Inc() != 0 && n.reg.SinceRenewal() < n.cfg.FenceAfter
+}
+
 // Fenced reports whether the node lost its lease and has not taken a new one yet.
 func (n *Node) Fenced() bool { return n.fenced.Load() }
 
@@ -223,7 +230,7 @@ func (n *Node) Fenced() bool { return n.fenced.Load() }
 // registry; a session with the same full JID on another node is told to close (RFC 6120
 // §7.7.2.2: the new session wins).
 func (n *Node) Bind(s router.Session) {
-	if n.fenced.Load() || n.reg.Inc() == 0 {
+	if !n.owner() {
 		closeSession(s, stanza.NewStreamError("system-shutdown", "this node is not part of the cluster at the moment; connect again"))
 		return
 	}
