@@ -22,6 +22,10 @@ func (n *Node) renew(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		// Whatever happened to cut the node off may have ended its registry watch too.
+		if err := n.reg.rewatch(); err != nil {
+			n.log.Warn("cluster: reloading the registry after fencing", "err", err)
+		}
 		n.fenced.Store(false)
 		n.log.Warn("cluster: node rejoined after fencing", "incarnation", inc)
 		return
@@ -167,11 +171,15 @@ func (n *Node) announceLost(ctx context.Context) {
 	}
 }
 
-// antiEntropy reconciles the registry with the sessions this node really hosts: a session
+// antiEntropy first rebuilds the registry replica if its watch fell behind, then reconciles
+// the registry with the sessions this node really hosts: a session
 // missing from the registry, or recorded under an older incarnation, is claimed again; an entry
 // naming this node for a session it does not host is removed; a session whose entry names
 // another node was replaced there and is closed.
 func (n *Node) antiEntropy(ctx context.Context) {
+	if err := n.reg.CheckWatch(ctx); err != nil {
+		n.log.Warn("cluster: checking the registry watch", "err", err)
+	}
 	inc := n.reg.Inc()
 	if !n.owner() {
 		return

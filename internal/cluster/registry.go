@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -80,10 +81,13 @@ type Registry struct {
 	leases  jetstream.KeyValue
 	timeout time.Duration
 
-	mu      sync.RWMutex
-	byBare  map[string]map[string]Record // bare → resource → record
-	ready   chan struct{}
-	onWatch func(r Record, deleted bool)
+	mu          sync.RWMutex
+	byBare      map[string]map[string]Record // bare → resource → record
+	onWatch     func(r Record, deleted bool)
+	watchCtx    context.Context
+	watchCancel context.CancelFunc // ends the current watch
+	lastSeen    atomic.Uint64      // highest revision the watches delivered
+	prevLast    uint64             // bucket's last revision at the previous CheckWatch
 
 	leaseMu  sync.Mutex
 	inc      uint64 // revision of this node's lease key; its incarnation
@@ -98,7 +102,7 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, c *Config) (*Registry, err
 	if err != nil {
 		return nil, fmt.Errorf("cluster: jetstream: %w", err)
 	}
-	r := &Registry{node: c.NodeName, js: js, timeout: c.ForwardTimeout, byBare: map[string]map[string]Record{}, ready: make(chan struct{})}
+	r := &Registry{node: c.NodeName, js: js, timeout: c.ForwardTimeout, byBare: map[string]map[string]Record{}}
 	sessCfg := jetstream.KeyValueConfig{
 		Bucket:   c.BucketPrefix + "_sessions",
 		History:  1,
@@ -145,14 +149,25 @@ func createKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 // change after the initial values. It returns once the initial values are loaded.
 func (r *Registry) Watch(ctx context.Context, fn func(rec Record, deleted bool)) error {
 	r.onWatch = fn
-	w, err := r.sess.WatchAll(ctx)
+	r.watchCtx = ctx
+	return r.rewatch()
+}
+
+// rewatch starts a new watch, loads the bucket's current values into a fresh replica and swaps
+// it in, ending the previous watch. A watch is an ordered consumer that the server may drop,
+// for instance while this process was paused; the replica is then rebuilt rather than trusted.
+func (r *Registry) rewatch() error {
+	wctx, cancel := context.WithCancel(r.watchCtx)
+	w, err := r.sess.WatchAll(wctx)
 	if err != nil {
+		cancel()
 		return fmt.Errorf("cluster: watching the registry: %w", err)
 	}
-	initial := true
+	fresh := map[string]map[string]Record{}
 	loaded := make(chan struct{})
 	go func() {
 		defer w.Stop()
+		initial := true
 		for e := range w.Updates() {
 			if e == nil {
 				if initial {
@@ -161,48 +176,105 @@ func (r *Registry) Watch(ctx context.Context, fn func(rec Record, deleted bool))
 				}
 				continue
 			}
-			r.apply(e, !initial)
+			if initial {
+				applyTo(fresh, e)
+				r.noteSeen(e.Revision())
+				continue
+			}
+			r.mu.Lock()
+			current := r.watchCancel != nil && wctx.Err() == nil
+			var rec Record
+			var deleted bool
+			if current {
+				rec, deleted = applyTo(r.byBare, e)
+			}
+			r.mu.Unlock()
+			if !current {
+				return
+			}
+			r.noteSeen(e.Revision())
+			if r.onWatch != nil {
+				r.onWatch(rec, deleted)
+			}
 		}
 	}()
 	select {
 	case <-loaded:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	case <-wctx.Done():
+		cancel()
+		return wctx.Err()
+	}
+	r.mu.Lock()
+	old := r.watchCancel
+	r.byBare = fresh
+	r.watchCancel = cancel
+	r.mu.Unlock()
+	if old != nil {
+		old()
+	}
+	return nil
+}
+
+func (r *Registry) noteSeen(rev uint64) {
+	for {
+		cur := r.lastSeen.Load()
+		if rev <= cur || r.lastSeen.CompareAndSwap(cur, rev) {
+			return
+		}
 	}
 }
 
-func (r *Registry) apply(e jetstream.KeyValueEntry, notify bool) {
+// CheckWatch rebuilds the replica when the watch has fallen behind: the bucket's last revision
+// at the previous check was never delivered to it.
+func (r *Registry) CheckWatch(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	st, err := r.sess.Status(ctx)
+	if err != nil {
+		return err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return nil
+	}
+	last := bs.StreamInfo().State.LastSeq
+	prev := r.prevLast
+	r.prevLast = last
+	if prev != 0 && r.lastSeen.Load() < prev {
+		r.prevLast = 0
+		return r.rewatch()
+	}
+	return nil
+}
+
+// applyTo applies one watched entry to a replica map and returns the record it concerned.
+func applyTo(m map[string]map[string]Record, e jetstream.KeyValueEntry) (Record, bool) {
 	bare, res, ok := parseSessionKey(e.Key())
 	if !ok {
-		return
+		return Record{}, false
 	}
 	rec := Record{Bare: bare, Resource: res, Rev: e.Revision()}
 	deleted := e.Operation() != jetstream.KeyValuePut
 	if !deleted && json.Unmarshal(e.Value(), &rec.Entry) != nil {
 		deleted = true
 	}
-	r.mu.Lock()
-	m := r.byBare[bare]
+	rm := m[bare]
 	if deleted {
-		if old, ok := m[res]; ok {
+		if old, ok := rm[res]; ok {
 			rec.Entry = old.Entry
 		}
-		delete(m, res)
-		if len(m) == 0 {
-			delete(r.byBare, bare)
+		delete(rm, res)
+		if len(rm) == 0 {
+			delete(m, bare)
 		}
-	} else {
-		if m == nil {
-			m = map[string]Record{}
-			r.byBare[bare] = m
-		}
-		m[res] = rec
+		return rec, true
 	}
-	r.mu.Unlock()
-	if notify && r.onWatch != nil {
-		r.onWatch(rec, deleted)
+	if rm == nil {
+		rm = map[string]Record{}
+		m[bare] = rm
 	}
+	rm[res] = rec
+	return rec, false
 }
 
 // Resources returns the replica's records of a bare JID.
@@ -306,6 +378,16 @@ func (r *Registry) Renew(ctx context.Context) error {
 	defer cancel()
 	b, _ := json.Marshal(lease{Inc: inc})
 	nrev, err := r.leases.Update(ctx, leaseKey(r.node), b, rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		// A renewal that timed out may still have been written, leaving this node with a stale
+		// revision: the lease is lost only if the key is gone or holds another incarnation.
+		e, gerr := r.leases.Get(ctx, leaseKey(r.node))
+		var l lease
+		if gerr != nil || json.Unmarshal(e.Value(), &l) != nil || l.Inc != inc {
+			return err
+		}
+		nrev, err = r.leases.Update(ctx, leaseKey(r.node), b, e.Revision())
+	}
 	if err != nil {
 		return err
 	}

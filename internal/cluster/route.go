@@ -83,6 +83,8 @@ func (n *Node) forward(r *remote, el *stanza.Element) bool {
 	}
 	if err != nil && !errors.Is(err, nats.ErrNoResponders) {
 		n.log.Warn("cluster: forwarding to another node failed", "node", r.rec.Node, "to", r.full.String(), "err", err)
+	} else {
+		n.log.Debug("cluster: session not on the node the registry names", "node", r.rec.Node, "to", r.full.String(), "err", err)
 	}
 	// The replica was stale: stop routing to the record until the watch brings a new one.
 	n.reg.forget(r.rec.Bare, r.rec.Resource, r.rec.Rev)

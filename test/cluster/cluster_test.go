@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -148,35 +147,6 @@ func TestCluster(t *testing.T) {
 		nw.expect("message to the new session", isMessage(alice.full, "to carol"))
 	})
 
-	t.Run("a paused node fences itself", func(t *testing.T) {
-		inc := leaseOf(t, n1.clientURL, n2.name)
-		// Pause bob's node longer than its lease, as a long GC pause or a frozen VM would.
-		n2.signal(syscall.SIGSTOP)
-		alice.expectWithin(60*time.Second, "bob unavailable after his node's lease expired", isPresence(bob.full, "unavailable"))
-		for k, node := range registryNodes(t, n1.clientURL) {
-			if node == n2.name {
-				t.Errorf("registry entry %s still names the paused node", k)
-			}
-		}
-		n2.signal(syscall.SIGCONT)
-		// Resumed, the node finds its lease gone and closes its client streams.
-		bob.expect("system-shutdown stream error", isStreamError("system-shutdown"))
-		deadline := time.Now().Add(60 * time.Second)
-		for leaseOf(t, n1.clientURL, n2.name) == inc || leaseOf(t, n1.clientURL, n2.name) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("the resumed node took no new lease")
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		// With a new lease it serves again.
-		bob = login(t, n2, "bob", "pw", "phone")
-		bob.iq(`<iq type='get'><query xmlns='jabber:iq:roster'/></iq>`)
-		bob.send(`<presence/>`)
-		alice.expect("bob available again", isPresence(bob.full, ""))
-		alice.send(fmt.Sprintf(`<message type='chat' to='%s'><body>after the pause</body></message>`, bob.bare()))
-		bob.expect("message after the pause", isMessage(alice.full, "after the pause"))
-	})
-
 	t.Run("kill -9 a node mid-traffic", func(t *testing.T) {
 		dave := login(t, n3, "dave", "pw", "pc")
 		dave.send(`<presence/>`)
@@ -255,32 +225,6 @@ func TestCluster(t *testing.T) {
 		dave2.expect("message after moving nodes", isMessage(alice.full, "welcome back"))
 		_ = n2
 	})
-}
-
-// leaseOf reads the incarnation in a node's lease, 0 when it has none.
-func leaseOf(t *testing.T, natsURL, node string) uint64 {
-	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, "impetus_leases")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, "n."+node)
-	if err != nil {
-		return 0
-	}
-	var v struct {
-		Inc uint64 `json:"i"`
-	}
-	_ = json.Unmarshal(e.Value(), &v)
-	return v.Inc
 }
 
 func drainChan(c *client) []*element {

@@ -238,14 +238,6 @@ func (n *node) waitReady() {
 	}
 }
 
-// signal sends sig to the node's process.
-func (n *node) signal(sig syscall.Signal) {
-	n.t.Helper()
-	if err := n.cmd.Process.Signal(sig); err != nil {
-		n.t.Fatalf("%s: %v", n.name, err)
-	}
-}
-
 // kill9 ends the node as a crash would.
 func (n *node) kill9() {
 	n.t.Helper()
