@@ -58,7 +58,7 @@ xmpp_listener {
   AuthPlainParameters = [ uri = "file://$PASSWD" ]
   Listen "127.0.0.1:$((5221 + i))" { allow_plain_without_tls = true }
 }
-cluster {
+xmpp_cluster {
   node_name = "n$i"
   embedded_nats = true
   nats_listen = "127.0.0.1:$((4221 + i))"

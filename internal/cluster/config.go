@@ -17,7 +17,7 @@ import (
 	"impetus/internal/config"
 )
 
-// Defaults of the cluster scope.
+// Defaults of the xmpp_cluster scope.
 const (
 	// The lease must outlive a JetStream leader election (4 to 9 s in nats-server): a node
 	// that fenced itself, or lost its lease, whenever the registry's leader moved would take
@@ -39,7 +39,7 @@ const (
 func init() {
 	d := func(v time.Duration) string { return strconv.Itoa(int(v / time.Second)) }
 	config.RegisterScope(&config.ScopeSpec{
-		Kind:      "cluster",
+		Kind:      "xmpp_cluster",
 		Name:      config.NameNone,
 		Singleton: true,
 		Doc:       "a cluster of Impetus nodes on NATS and a shared PostgreSQL database (Impetus)",
@@ -68,7 +68,8 @@ func init() {
 	})
 }
 
-// Config is the cluster scope, decoded.
+// Config is the xmpp_cluster scope, decoded. The name follows xmpp_listener and xmpp_logger and
+// leaves Momentum's own cluster module scope free, so a Momentum configuration keeps loading.
 type Config struct {
 	NodeName          string        `conf:"node_name"`
 	NATSURLs          []string      `conf:"nats_urls"`
@@ -113,7 +114,7 @@ func FromConfig(c *config.Config) (*Config, error) {
 	if c == nil || c.Root == nil {
 		return nil, nil
 	}
-	secs := c.Sections("cluster")
+	secs := c.Sections("xmpp_cluster")
 	if len(secs) == 0 {
 		return nil, nil
 	}

@@ -33,7 +33,7 @@ func TestConfig(t *testing.T) {
 	if c, err := parse(t, baseConfig); c != nil || err != nil {
 		t.Fatalf("without a cluster scope: %v %v", c, err)
 	}
-	c, err := parse(t, strings.Replace(baseConfig, "xmpp {}", `xmpp { storage = "pg" }`, 1)+pgStorage+`cluster {
+	c, err := parse(t, strings.Replace(baseConfig, "xmpp {}", `xmpp { storage = "pg" }`, 1)+pgStorage+`xmpp_cluster {
   node_name = "xmpp1"
   nats_urls = ( "nats://10.0.0.1:4222" "nats://10.0.0.2:4222" )
   replicas = 3
@@ -49,13 +49,13 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("decoded %+v", c)
 	}
 	for _, bad := range []struct{ src, want string }{
-		{baseConfig + `cluster { node_name = "a" nats_urls = ( "nats://x:4222" ) }`, "postgres"},
-		{baseConfig + pgStorage + `cluster { nats_urls = ( "nats://x:4222" ) }`, "node_name"},
-		{baseConfig + pgStorage + `cluster { node_name = "a b" embedded_nats = true }`, "node_name"},
-		{baseConfig + pgStorage + `cluster { node_name = "a" }`, "nats_urls"},
-		{baseConfig + pgStorage + `cluster { node_name = "a" embedded_nats = true fence_after = 25 }`, "fence_after"},
-		{baseConfig + pgStorage + `cluster { node_name = "a" embedded_nats = true lease_renew = 30 }`, "lease_renew"},
-		{baseConfig + pgStorage + `cluster { node_name = "a" embedded_nats = true replicas = 9 }`, "replicas"},
+		{baseConfig + `xmpp_cluster { node_name = "a" nats_urls = ( "nats://x:4222" ) }`, "postgres"},
+		{baseConfig + pgStorage + `xmpp_cluster { nats_urls = ( "nats://x:4222" ) }`, "node_name"},
+		{baseConfig + pgStorage + `xmpp_cluster { node_name = "a b" embedded_nats = true }`, "node_name"},
+		{baseConfig + pgStorage + `xmpp_cluster { node_name = "a" }`, "nats_urls"},
+		{baseConfig + pgStorage + `xmpp_cluster { node_name = "a" embedded_nats = true fence_after = 25 }`, "fence_after"},
+		{baseConfig + pgStorage + `xmpp_cluster { node_name = "a" embedded_nats = true lease_renew = 30 }`, "lease_renew"},
+		{baseConfig + pgStorage + `xmpp_cluster { node_name = "a" embedded_nats = true replicas = 9 }`, "replicas"},
 	} {
 		src := bad.src
 		if strings.Contains(src, "Datasource") {

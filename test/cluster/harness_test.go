@@ -182,7 +182,7 @@ xmpp_listener {
   AuthPlainParameters = [ uri = %q ]
   Listen "127.0.0.1:%d" { allow_plain_without_tls = true }
 }
-cluster {
+xmpp_cluster {
   node_name = %q
   embedded_nats = true
   nats_listen = "127.0.0.1:%d"
