@@ -68,6 +68,7 @@ type Node struct {
 	log      *slog.Logger
 	local    *router.Local
 	accounts router.Accounts
+	rules    router.Rules
 	hooks    Hooks
 
 	emb     *embedded
@@ -101,6 +102,7 @@ func Start(ctx context.Context, cfg Config, dataDir string, local *router.Local,
 	n := &Node{cfg: cfg, log: log, local: local, accounts: accounts, hooks: hooks,
 		owned: map[string]*owned{}, dirty: map[string]bool{}, suspects: map[string]bool{}, wake: make(chan struct{}, 1),
 		subject: cfg.BucketPrefix + ".node." + cfg.NodeName}
+	n.rules = router.Rules{Sessions: n.Sessions, Session: n.Session, Deliver: n.deliver, Accounts: accounts}
 	var err error
 	if cfg.EmbeddedNATS {
 		if n.emb, err = startEmbedded(&cfg, dataDir, log); err != nil {

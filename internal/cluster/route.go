@@ -92,121 +92,20 @@ func (n *Node) forward(r *remote, el *stanza.Element) bool {
 }
 
 // Route implements router.Router. The rules of RFC 6121 §8.5 are applied here, once, on the
-// sending node, over every resource of the account in the cluster.
+// sending node, over every resource of the account in the cluster (router.Rules).
 func (n *Node) Route(ctx context.Context, el *stanza.Element, to jid.JID) error {
-	typ := el.Attr("type")
-	if to.Resourcepart() != "" {
-		switch s := n.Session(to).(type) {
-		case nil:
-		case *remote:
-			if el.Local == "presence" {
-				s.Deliver(el)
-				return nil
-			}
-			if n.forward(s, el) {
-				return nil
-			}
-		default:
-			s.Deliver(el)
-			return nil
-		}
-		return n.toMissingResource(ctx, el, to, typ)
-	}
-	switch el.Local {
-	case "message":
-		return n.messageToBare(ctx, el, to, typ)
-	case "iq":
-		// As router.Local: the core handles iq to bare JIDs before routing.
-		if typ == stanza.Get || typ == stanza.Set {
-			return stanza.ErrServiceUnavailable
-		}
-		return nil
-	case "presence":
-		for _, s := range n.Sessions(to) {
-			if s.Available() || typ != "" {
-				s.Deliver(el)
-			}
-		}
-	}
-	return nil
+	return n.rules.Route(ctx, el, to)
 }
 
-// toMissingResource applies RFC 6121 §8.5.3.2 and RFC 6120 §10.5.3.2 as router.Local does.
-func (n *Node) toMissingResource(ctx context.Context, el *stanza.Element, to jid.JID, typ string) error {
-	switch el.Local {
-	case "message":
-		switch typ {
-		case "chat":
-			return n.messageToBare(ctx, el, to.Bare(), typ)
-		case "", "normal", "groupchat":
-			return stanza.ErrServiceUnavailable
-		}
-		return nil
-	case "iq":
-		if typ == stanza.Get || typ == stanza.Set {
-			return stanza.ErrServiceUnavailable
-		}
-	}
-	return nil
-}
-
-// messageToBare applies RFC 6121 §8.5.2 over the account's resources on every node. A message
-// that no node accepted is offline: the caller stores it in the shared database.
-func (n *Node) messageToBare(ctx context.Context, el *stanza.Element, to jid.JID, typ string) error {
-	switch typ {
-	case "error":
-		return nil
-	case "groupchat":
-		return stanza.ErrServiceUnavailable
-	}
-	var targets []router.Session
-	top := 0
-	for _, s := range n.Sessions(to) {
-		if !s.Available() || s.Priority() < 0 {
-			continue
-		}
-		p := s.Priority()
-		if typ != "headline" && len(targets) > 0 {
-			if p < top {
-				continue
-			}
-			if p > top {
-				targets = targets[:0]
-			}
-		}
-		top = p
-		targets = append(targets, s)
-	}
-	delivered := false
-	for _, s := range targets {
-		if r, ok := s.(*remote); ok {
-			if n.forward(r, el) {
-				delivered = true
-			}
-			continue
-		}
+// deliver hands el to a session on this node, or forwards it to the node holding it and reports
+// whether that node took it. Presence is published without waiting: it is never stored offline.
+func (n *Node) deliver(s router.Session, el *stanza.Element) bool {
+	r, ok := s.(*remote)
+	if !ok || el.Local == "presence" {
 		s.Deliver(el)
-		delivered = true
+		return true
 	}
-	if delivered {
-		return nil
-	}
-	if n.accounts != nil {
-		ok, err := n.accounts.Exists(ctx, to.Localpart(), to.Domainpart())
-		if err != nil {
-			return stanza.ErrInternalServerError
-		}
-		if !ok {
-			if typ == "headline" {
-				return nil
-			}
-			return stanza.ErrServiceUnavailable
-		}
-	}
-	if typ == "headline" {
-		return nil
-	}
-	return router.ErrOffline
+	return n.forward(r, el)
 }
 
 var _ router.Router = (*Node)(nil)

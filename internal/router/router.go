@@ -57,15 +57,16 @@ var ErrOffline = errors.New("router: recipient offline")
 
 // Local is the in-memory Router of one node.
 type Local struct {
-	accounts Accounts
-
 	mu       sync.RWMutex
 	sessions map[string][]Session // bare JID string → sessions
+	rules    Rules
 }
 
 // NewLocal returns an empty router. accounts may be nil, meaning every account exists.
 func NewLocal(accounts Accounts) *Local {
-	return &Local{accounts: accounts, sessions: make(map[string][]Session)}
+	l := &Local{sessions: make(map[string][]Session)}
+	l.rules = Rules{Sessions: l.Sessions, Session: l.Session, Accounts: accounts}
+	return l
 }
 
 // Bind implements Router.
@@ -152,108 +153,5 @@ func (r *Local) All() []Session {
 
 // Route implements Router.
 func (r *Local) Route(ctx context.Context, el *stanza.Element, to jid.JID) error {
-	typ := el.Attr("type")
-	if to.Resourcepart() != "" {
-		if s := r.Session(to); s != nil {
-			s.Deliver(el)
-			return nil
-		}
-		return r.toMissingResource(ctx, el, to, typ)
-	}
-	switch el.Local {
-	case "message":
-		return r.messageToBare(ctx, el, to, typ)
-	case "iq":
-		// An iq to a bare JID is handled by the server on the account's behalf (RFC 6120 §10.5.3.2);
-		// the core does that before routing, so reaching here means nobody handles it.
-		if typ == stanza.Get || typ == stanza.Set {
-			return stanza.ErrServiceUnavailable
-		}
-		return nil
-	case "presence":
-		// Directed presence to a bare JID goes to every available resource (RFC 6121 §4.6).
-		for _, s := range r.Sessions(to) {
-			if s.Available() || typ != "" {
-				s.Deliver(el)
-			}
-		}
-		return nil
-	}
-	return nil
-}
-
-// toMissingResource applies RFC 6121 §8.5.3.2 (messages), §4.6 (presence) and RFC 6120 §10.5.3.2 (iq)
-// when no session has the addressed resource.
-func (r *Local) toMissingResource(ctx context.Context, el *stanza.Element, to jid.JID, typ string) error {
-	switch el.Local {
-	case "message":
-		switch typ {
-		case "chat":
-			return r.messageToBare(ctx, el, to.Bare(), typ)
-		case "", "normal", "groupchat":
-			return stanza.ErrServiceUnavailable
-		}
-		// Headlines and errors are dropped silently.
-		return nil
-	case "iq":
-		if typ == stanza.Get || typ == stanza.Set {
-			return stanza.ErrServiceUnavailable
-		}
-	}
-	return nil
-}
-
-// messageToBare applies RFC 6121 §8.5.2 for a message to a local bare JID.
-func (r *Local) messageToBare(ctx context.Context, el *stanza.Element, to jid.JID, typ string) error {
-	switch typ {
-	case "error":
-		return nil
-	case "groupchat":
-		// A groupchat message to a bare JID is never delivered (§8.5.2.1.3).
-		return stanza.ErrServiceUnavailable
-	}
-	sessions := r.Sessions(to)
-	var best [8]Session // most accounts have few resources: no allocation
-	targets := best[:0]
-	top := 0
-	for _, s := range sessions {
-		if !s.Available() || s.Priority() < 0 {
-			continue
-		}
-		p := s.Priority()
-		// Chat and normal messages go to the highest-priority resources (§8.5.2.1.1);
-		// headlines go to every non-negative one (§8.5.2.1.2).
-		if typ != "headline" && len(targets) > 0 {
-			if p < top {
-				continue
-			}
-			if p > top {
-				targets = targets[:0]
-			}
-		}
-		top = p
-		targets = append(targets, s)
-	}
-	if len(targets) > 0 {
-		for _, s := range targets {
-			s.Deliver(el)
-		}
-		return nil
-	}
-	if r.accounts != nil {
-		ok, err := r.accounts.Exists(ctx, to.Localpart(), to.Domainpart())
-		if err != nil {
-			return stanza.ErrInternalServerError
-		}
-		if !ok {
-			if typ == "headline" {
-				return nil
-			}
-			return stanza.ErrServiceUnavailable
-		}
-	}
-	if typ == "headline" {
-		return nil
-	}
-	return ErrOffline
+	return r.rules.Route(ctx, el, to)
 }
