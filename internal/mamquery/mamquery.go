@@ -30,7 +30,6 @@ import (
 
 	"mellium.im/xmpp/jid"
 
-	"impetus/internal/modules/offline"
 	"impetus/internal/stanza"
 	"impetus/internal/storage"
 )
@@ -472,7 +471,7 @@ func DefaultPeer(with jid.JID) (string, func(storage.Item) bool) {
 	}
 	full := with.String()
 	return bare, func(it storage.Item) bool {
-		el, err := offline.ParseElement(it.Data)
+		el, err := stanza.Parse(it.Data)
 		if err != nil {
 			return false
 		}
@@ -526,7 +525,7 @@ func field(name, typ, label string) *stanza.Element {
 // ResultMessage wraps an archived item in the <message/> that carries it to the querier:
 // from is the archive's JID (the account's bare JID, or the room), to the querying full JID.
 func ResultMessage(from, to, queryID string, it storage.Item) (*stanza.Element, error) {
-	orig, err := offline.ParseElement(it.Data)
+	orig, err := stanza.Parse(it.Data)
 	if err != nil {
 		return nil, fmt.Errorf("mamquery: archived item %q: %w", it.ID, err)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"impetus/internal/mamquery"
-	"impetus/internal/modules/offline"
 	"impetus/internal/stanza"
 	"impetus/internal/storage"
 	"impetus/internal/storage/memory"
@@ -16,7 +15,7 @@ import (
 
 func parse(t *testing.T, xml string) *stanza.Element {
 	t.Helper()
-	el, err := offline.ParseElement([]byte(xml))
+	el, err := stanza.Parse([]byte(xml))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 
 	"impetus/internal/mamquery"
 	"impetus/internal/module"
-	"impetus/internal/modules/offline"
 	"impetus/internal/stanza"
 	"impetus/internal/storage"
 )
@@ -142,7 +141,7 @@ func (r *Room) loadHistory(ctx context.Context) {
 		return
 	}
 	for _, it := range items {
-		el, err := offline.ParseElement(it.Data)
+		el, err := stanza.Parse(it.Data)
 		if err != nil || el.Child(stanza.NSClient, "body") == nil {
 			continue
 		}
@@ -181,7 +180,7 @@ func (r *Room) moderate(ctx context.Context, st *module.Stanza, o *Occupant, id 
 	if err != nil {
 		return err
 	}
-	orig, err := offline.ParseElement(item.Data)
+	orig, err := stanza.Parse(item.Data)
 	if err != nil {
 		return err
 	}

@@ -163,7 +163,7 @@ func (o *Offline) flush(ctx context.Context, s module.Session) {
 	}
 	ids := make([]string, 0, len(items))
 	for _, it := range items {
-		el, err := ParseElement(it.Data)
+		el, err := stanza.Parse(it.Data)
 		if err != nil {
 			o.h.Log.Error("offline: dropping unreadable message", "user", user, "id", it.ID, "err", err)
 		} else {

@@ -73,25 +73,6 @@ func TestNoSuchUser(t *testing.T) {
 	}
 }
 
-func TestParseElement(t *testing.T) {
-	for _, in := range []string{
-		`<message xmlns="jabber:client" to="a@b" xml:lang="en"><body>x &amp; y</body><x xmlns="urn:e" xmlns:ns1="urn:f" ns1:k="v"/></message>`,
-	} {
-		el, err := offline.ParseElement([]byte(in))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := el.String(); got != `<message xmlns="jabber:client" to="a@b" xml:lang="en"><body>x &amp; y</body><x xmlns="urn:e" xmlns:ns0="urn:f" ns0:k="v"/></message>` {
-			t.Errorf("round trip: %s", got)
-		}
-	}
-	for _, bad := range []string{``, `<a>`, `<a/><b/>`, `text`, strings.Repeat("<a>", 100) + strings.Repeat("</a>", 100)} {
-		if _, err := offline.ParseElement([]byte(bad)); err == nil {
-			t.Errorf("parsed %q", bad)
-		}
-	}
-}
-
 func TestBodylessAndHintedMessagesAreNotStored(t *testing.T) {
 	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
 		srv := rostertest.New(t, b, rostertest.Config{OfflineLimit: 5}, "example.com")

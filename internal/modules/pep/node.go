@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"impetus/internal/modules/offline"
 	"impetus/internal/stanza"
 )
 
@@ -112,7 +111,7 @@ func (it *storedItem) payload() (*stanza.Element, error) {
 	if it.XML == "" {
 		return nil, nil
 	}
-	return offline.ParseElement([]byte(it.XML))
+	return stanza.Parse([]byte(it.XML))
 }
 
 // element returns the <item/> for a result or notification in namespace space.

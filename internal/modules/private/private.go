@@ -19,7 +19,6 @@ import (
 
 	"impetus/internal/config"
 	"impetus/internal/module"
-	"impetus/internal/modules/offline"
 	"impetus/internal/stanza"
 	"impetus/internal/storage"
 )
@@ -191,7 +190,7 @@ func (p *Private) Get(ctx context.Context, owner jid.JID, space, local string) (
 	if err != nil {
 		return nil, err
 	}
-	return offline.ParseElement(b)
+	return stanza.Parse(b)
 }
 
 // Put stores el for owner without running the OnSet functions.

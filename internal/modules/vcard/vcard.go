@@ -19,7 +19,6 @@ import (
 
 	"impetus/internal/config"
 	"impetus/internal/module"
-	"impetus/internal/modules/offline"
 	"impetus/internal/modules/pep"
 	"impetus/internal/stanza"
 	"impetus/internal/storage"
@@ -123,7 +122,7 @@ func (v *VCard) Load(ctx context.Context, user string) (*stanza.Element, error) 
 	if err != nil {
 		return nil, err
 	}
-	el, err := offline.ParseElement(b)
+	el, err := stanza.Parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("vcard: stored vCard of %s: %w", user, err)
 	}

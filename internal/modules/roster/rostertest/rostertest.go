@@ -243,7 +243,7 @@ func serialize(els []*stanza.Element) []string {
 
 // Parse parses one element; elements without a namespace are in jabber:client.
 func Parse(xml string) (*stanza.Element, error) {
-	el, err := offline.ParseElement([]byte("<wrap xmlns='jabber:client'>" + xml + "</wrap>"))
+	el, err := stanza.Parse([]byte("<wrap xmlns='jabber:client'>" + xml + "</wrap>"))
 	if err != nil {
 		return nil, err
 	}

@@ -1,12 +1,10 @@
-package offline
+package stanza
 
 import (
 	"bytes"
 	"encoding/xml"
 	"errors"
 	"io"
-
-	"impetus/internal/stanza"
 )
 
 // xmlNS is the namespace bound to the reserved "xml" prefix.
@@ -16,13 +14,14 @@ const xmlNS = "http://www.w3.org/XML/1998/namespace"
 // stanza arrived, so only a damaged row can exceed it.
 const maxDepth = 64
 
-// ParseElement parses one serialized element, as written by stanza.Element.AppendXML, back into
+// Parse parses one serialized element, as written by Element.AppendXML (stored stanzas: offline messages,
+// archives, PEP items), back into
 // an Element with resolved namespaces. Attributes keep their qualified names ("xml:lang"); other
 // namespaced attributes come back in Clark notation, as the stream decoder produces them.
-func ParseElement(data []byte) (*stanza.Element, error) {
+func Parse(data []byte) (*Element, error) {
 	d := xml.NewDecoder(bytes.NewReader(data))
-	var stack []*stanza.Element
-	var root *stanza.Element
+	var stack []*Element
+	var root *Element
 	for {
 		tok, err := d.Token()
 		if errors.Is(err, io.EOF) {
@@ -34,22 +33,22 @@ func ParseElement(data []byte) (*stanza.Element, error) {
 		switch t := tok.(type) {
 		case xml.StartElement:
 			if root != nil && len(stack) == 0 {
-				return nil, errors.New("offline: more than one root element")
+				return nil, errors.New("stanza: more than one root element")
 			}
 			if len(stack) >= maxDepth {
-				return nil, errors.New("offline: element nested too deeply")
+				return nil, errors.New("stanza: element nested too deeply")
 			}
-			el := &stanza.Element{Space: t.Name.Space, Local: t.Name.Local}
+			el := &Element{Space: t.Name.Space, Local: t.Name.Local}
 			for _, a := range t.Attr {
 				switch {
 				case a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns"):
 					continue
 				case a.Name.Space == "":
-					el.Attrs = append(el.Attrs, stanza.Attr{Name: a.Name.Local, Value: a.Value})
+					el.Attrs = append(el.Attrs, Attr{Name: a.Name.Local, Value: a.Value})
 				case a.Name.Space == xmlNS:
-					el.Attrs = append(el.Attrs, stanza.Attr{Name: "xml:" + a.Name.Local, Value: a.Value})
+					el.Attrs = append(el.Attrs, Attr{Name: "xml:" + a.Name.Local, Value: a.Value})
 				default:
-					el.Attrs = append(el.Attrs, stanza.Attr{Name: "{" + a.Name.Space + "}" + a.Name.Local, Value: a.Value})
+					el.Attrs = append(el.Attrs, Attr{Name: "{" + a.Name.Space + "}" + a.Name.Local, Value: a.Value})
 				}
 			}
 			if len(stack) > 0 {
@@ -67,7 +66,7 @@ func ParseElement(data []byte) (*stanza.Element, error) {
 		}
 	}
 	if root == nil || len(stack) != 0 {
-		return nil, errors.New("offline: no complete element")
+		return nil, errors.New("stanza: no complete element")
 	}
 	return root, nil
 }
