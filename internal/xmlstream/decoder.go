@@ -394,6 +394,11 @@ func (d *Decoder) xmlDecl() error {
 			return d.fail(errRestricted("processing instruction"))
 		}
 		if end := indexPIEnd(data); end > 0 && len(data) >= 6 {
+			if end > maxDeclSize {
+				// Judged by length first, as when the end has not arrived yet, so the answer does
+				// not depend on how the bytes were split into reads.
+				return d.fail(errNotWellFormed("XML declaration too long"))
+			}
 			if d.decl {
 				return d.fail(errRestricted("processing instruction"))
 			}
