@@ -40,7 +40,7 @@ test-deps:
 test: test-deps build vet
 	. ./.postgres.env; export IMPETUS_TEST_POSTGRES; \
 	$(GO) test -race -count=1 ./internal/... && \
-	IMPETUS_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./test/...
+	IMPETUS_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -count=1 -timeout 15m ./test/...
 	$(MAKE) fuzz-brief FUZZTIME=$(FUZZTIME)
 
 vet:
