@@ -51,6 +51,9 @@ type Server struct {
 	handler Handler
 	log     *slog.Logger
 	wg      sync.WaitGroup
+	// mu orders each connection's wg.Add before Close's wg.Wait, as WaitGroup requires.
+	mu     sync.Mutex
+	closed bool
 }
 
 // Listen creates the socket at path with mode 0600. A socket left by a server that is gone
@@ -110,7 +113,14 @@ func (s *Server) Serve(ctx context.Context) {
 			}
 			continue
 		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
 			s.serveConn(ctx, c)
@@ -150,6 +160,9 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 
 // Close stops accepting, waits for commands in progress and removes the socket.
 func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	err := s.ln.Close()
 	s.wg.Wait()
 	_ = os.Remove(s.path)
