@@ -2,6 +2,7 @@ package pep
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"impetus/internal/stanza"
+	"impetus/internal/storage"
 )
 
 // Access models of XEP-0060 §4.5 that the service supports. The authorize model needs
@@ -81,6 +83,17 @@ type nodeData struct {
 	Items  []storedItem `json:"items,omitempty"`
 	// Subs are the explicit XEP-0060 subscriptions: the subscribed JIDs, bare or full.
 	Subs []string `json:"subscriptions,omitempty"`
+}
+
+// loadNode reads and decodes a node inside a storage transaction; a missing node is errNoNode.
+func loadNode(tx storage.MapTx, node string) (*nodeData, error) {
+	b, err := tx.Get(node)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, errNoNode
+	} else if err != nil {
+		return nil, err
+	}
+	return decodeNode(b)
 }
 
 func decodeNode(b []byte) (*nodeData, error) {

@@ -614,13 +614,7 @@ func (p *Pep) retract(ctx context.Context, iq *module.IQ, op *stanza.Element) (*
 
 func (p *Pep) retractQuiet(ctx context.Context, owner jid.JID, node string, ids []string) error {
 	return p.store.Update(ctx, owner.String(), func(tx storage.MapTx) error {
-		b, err := tx.Get(node)
-		if errors.Is(err, storage.ErrNotFound) {
-			return errNoNode
-		} else if err != nil {
-			return err
-		}
-		n, err := decodeNode(b)
+		n, err := loadNode(tx, node)
 		if err != nil {
 			return err
 		}
@@ -697,13 +691,7 @@ func (p *Pep) configure(ctx context.Context, iq *module.IQ, op *stanza.Element) 
 	var subs, ids []string
 	var notifyConfig bool
 	err = p.store.Update(ctx, owner.String(), func(tx storage.MapTx) error {
-		b, err := tx.Get(node)
-		if errors.Is(err, storage.ErrNotFound) {
-			return errNoNode
-		} else if err != nil {
-			return err
-		}
-		n, err := decodeNode(b)
+		n, err := loadNode(tx, node)
 		if err != nil {
 			return err
 		}
@@ -753,13 +741,7 @@ func (p *Pep) deleteNode(ctx context.Context, iq *module.IQ, op *stanza.Element)
 	var cfg Config
 	var subs []string
 	err := p.store.Update(ctx, owner.String(), func(tx storage.MapTx) error {
-		b, err := tx.Get(node)
-		if errors.Is(err, storage.ErrNotFound) {
-			return errNoNode
-		} else if err != nil {
-			return err
-		}
-		n, err := decodeNode(b)
+		n, err := loadNode(tx, node)
 		if err != nil {
 			return err
 		}
@@ -788,13 +770,7 @@ func (p *Pep) purge(ctx context.Context, iq *module.IQ, op *stanza.Element) (*st
 	var cfg Config
 	var subs []string
 	err := p.store.Update(ctx, owner.String(), func(tx storage.MapTx) error {
-		b, err := tx.Get(node)
-		if errors.Is(err, storage.ErrNotFound) {
-			return errNoNode
-		} else if err != nil {
-			return err
-		}
-		n, err := decodeNode(b)
+		n, err := loadNode(tx, node)
 		if err != nil {
 			return err
 		}

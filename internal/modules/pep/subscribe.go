@@ -2,7 +2,6 @@ package pep
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sort"
 
@@ -88,13 +87,7 @@ func (p *Pep) subscribe(ctx context.Context, iq *module.IQ, op *stanza.Element) 
 	var cfg Config
 	err = p.store.Update(ctx, owner.String(), func(tx storage.MapTx) error {
 		last = nil
-		b, err := tx.Get(node)
-		if errors.Is(err, storage.ErrNotFound) {
-			return errNoNode
-		} else if err != nil {
-			return err
-		}
-		n, err := decodeNode(b)
+		n, err := loadNode(tx, node)
 		if err != nil {
 			return err
 		}
@@ -158,13 +151,7 @@ func (p *Pep) unsubscribe(ctx context.Context, iq *module.IQ, op *stanza.Element
 // updateSubs changes the subscriptions of owner's node in one transaction.
 func (p *Pep) updateSubs(ctx context.Context, owner jid.JID, node string, fn func([]string) ([]string, error)) error {
 	return p.store.Update(ctx, owner.String(), func(tx storage.MapTx) error {
-		b, err := tx.Get(node)
-		if errors.Is(err, storage.ErrNotFound) {
-			return errNoNode
-		} else if err != nil {
-			return err
-		}
-		n, err := decodeNode(b)
+		n, err := loadNode(tx, node)
 		if err != nil {
 			return err
 		}
