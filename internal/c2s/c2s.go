@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -23,6 +24,7 @@ import (
 	"impetus/internal/auth"
 	"impetus/internal/core"
 	"impetus/internal/limits"
+	"impetus/internal/listener"
 	"impetus/internal/observe"
 	"impetus/internal/stanza"
 	"impetus/internal/transport"
@@ -48,6 +50,11 @@ type Config struct {
 	Limits            xmlstream.Limits
 	// IdleTime closes streams that send nothing for this long; 0 means never.
 	IdleTime time.Duration
+	// ParkAfter is how long a bound session reads nothing before its connection is parked in
+	// Poller: its goroutine returns and its read buffer is dropped until input arrives
+	// (transport.Poller). 0, or a nil Poller, keeps a goroutine waiting in every read.
+	ParkAfter time.Duration
+	Poller    *transport.Poller
 	// HandshakeTimeout bounds the time from connect to a bound resource.
 	HandshakeTimeout time.Duration
 	// MaxQueue bounds bytes waiting to be written to one client.
@@ -129,6 +136,21 @@ type Session struct {
 	lost bool
 	// auth2 is the SASL2 exchange that authenticated the stream (sasl2.go), or nil.
 	auth2 *sasl2Auth
+
+	// ctx is the stream's context, kept for the goroutine that reads on after parking.
+	ctx context.Context
+	// end ends the listener's connection once the handler that accepted it has returned
+	// (listener.Detach); nil while that handler still runs.
+	end func()
+	// parkMu orders parking against closing: a connection is never parked after it started
+	// closing, and a parked one is woken before it closes.
+	parkMu  sync.Mutex
+	parked  *transport.Parked
+	closing bool
+	// parkOff is set once parking turned out impossible for this connection.
+	parkOff bool
+	// lastInput is when the last element was read, kept while parked for the idle timeout.
+	lastInput time.Time
 }
 
 // newStreamID returns an unpredictable stream id (RFC 6120 §4.7.3).
@@ -157,12 +179,13 @@ func ServeSecured(ctx context.Context, nc net.Conn, dec *xmlstream.Decoder, hdr 
 
 func serve(ctx context.Context, s *Session, hdr *xmlstream.Header) {
 	nc, dec, cfg := s.nc, s.dec, s.cfg
+	s.ctx = ctx
 	if cfg.Streams != nil {
 		cfg.Streams.add(s)
-		defer cfg.Streams.remove(s)
 	}
 	s.log = cfg.Log.With("remote", s.remote)
-	defer s.shutdown(ctx)
+	parked := false
+	defer s.done(&parked)
 	if cfg.ReadRate > 0 {
 		// Shaping the raw connection also shapes TLS, which STARTTLS layers on top of it.
 		s.nc = limits.Shape(nc, cfg.ReadRate, cfg.ReadBurst)
@@ -176,7 +199,27 @@ func serve(ctx context.Context, s *Session, hdr *xmlstream.Header) {
 		s.fail(err)
 		return
 	}
-	s.readLoop(ctx)
+	parked = s.readLoop(ctx)
+}
+
+// done ends the stream when its reading goroutine stops, unless the connection was parked and
+// another goroutine reads on. It is deferred directly so that it can recover a panic.
+func (s *Session) done(parked *bool) {
+	if r := recover(); r != nil {
+		s.log.Error("client stream panicked", "panic", r)
+		s.closeWith(stanza.NewStreamError("internal-server-error", ""))
+		*parked = false
+	}
+	if *parked {
+		return
+	}
+	s.shutdown(s.ctx)
+	if s.cfg.Streams != nil {
+		s.cfg.Streams.remove(s)
+	}
+	if s.end != nil {
+		s.end()
+	}
 }
 
 // JID implements router.Session.
@@ -423,6 +466,7 @@ func (s *Session) closeClean() {
 }
 
 func (s *Session) finalWrite(buf []byte) {
+	s.stopParking()
 	if s.w != nil {
 		_, _ = s.w.Write(buf)
 		s.w.Close(2 * time.Second)
@@ -435,10 +479,11 @@ func (s *Session) finalWrite(buf []byte) {
 
 // shutdown runs once the read goroutine is done: unbind, tell modules, close.
 func (s *Session) shutdown(ctx context.Context) {
-	if r := recover(); r != nil {
-		s.log.Error("client stream panicked", "panic", r)
-		s.closeWith(stanza.NewStreamError("internal-server-error", ""))
-	}
+	// The server's context is cancelled when it shuts down, which is when sessions end in
+	// numbers; what they leave behind (unacknowledged stanzas rerouted to offline storage,
+	// the time of logout) must still be written.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	if s.w != nil && !s.detach() {
 		s.identity().endSession(ctx)
 	}
@@ -452,46 +497,72 @@ func (s *Session) writerFailed(err error) {
 		s.closeOnce.Do(func() {
 			serr := stanza.NewStreamError("policy-violation", "too much data waiting for this client")
 			b := serr.Element().AppendXML(nil, stanza.NSClient)
+			s.stopParking()
 			_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = s.nc.Write(append(b, "</stream:stream>"...))
 			s.nc.Close()
 		})
 		return
 	}
+	s.stopParking()
 	s.nc.Close()
 }
 
-// readLoop processes stanzas of the bound session until the stream ends.
-func (s *Session) readLoop(ctx context.Context) {
-	_ = s.nc.SetReadDeadline(time.Time{})
+// readLoop processes stanzas of the bound session until the stream ends, or until it parks
+// the idle connection (reported true), after which another goroutine calls it again.
+func (s *Session) readLoop(ctx context.Context) (parked bool) {
 	// Negotiation output is written from scratch; a bound session writes through its writer,
 	// so an idle session should not keep that buffer (about 2 KiB after the features).
 	s.scratch = nil
 	// After a resumption this connection reads for the session it resumed.
 	me := s.identity()
+	// last is when the client last sent an element (for idle_time); quiet is when this
+	// goroutine last saw input or started reading (for parking).
+	quiet := time.Now()
+	last := s.lastInput
+	if last.IsZero() {
+		last = quiet
+	}
+	s.armDeadline(last, quiet)
 	for {
-		if s.cfg.IdleTime > 0 {
-			_ = s.nc.SetReadDeadline(time.Now().Add(s.cfg.IdleTime))
-		}
 		el, err := s.dec.ReadElement()
 		if err != nil {
+			var nerr net.Error
+			if errors.As(err, &nerr) && nerr.Timeout() && s.pendingClose.Load() == nil {
+				if now := time.Now(); s.cfg.IdleTime <= 0 || now.Sub(last) < s.cfg.IdleTime {
+					// The deadline is set once per quiet period, not per stanza, so it may
+					// come while the stream is busy: then it is only set again.
+					if now.Sub(quiet) >= s.cfg.ParkAfter {
+						if s.park(last) {
+							return true
+						}
+						// In the middle of an element (a slow or shaped sender): look
+						// again after another period.
+						quiet = now
+					}
+					s.armDeadline(last, quiet)
+					continue
+				}
+			}
 			s.fail(err)
-			return
+			return false
 		}
+		last = time.Now()
+		quiet = last
 		if ok, err := s.nonza(el); ok || err != nil {
 			if err != nil {
 				s.fail(err)
-				return
+				return false
 			}
 			continue
 		}
 		if !stanza.IsStanza(el, stanza.NSClient) {
 			s.fail(stanza.NewStreamError("unsupported-stanza-type", "only message, presence and iq are accepted here"))
-			return
+			return false
 		}
 		if err := s.stampFrom(el); err != nil {
 			s.fail(err)
-			return
+			return false
 		}
 		if o := s.cfg.Observer; o != nil {
 			o.StanzaReceived(s.remote, el)
@@ -507,6 +578,89 @@ func (s *Session) readLoop(ctx context.Context) {
 			}
 		}
 		s.cfg.Core.FromClient(ctx, me, el)
+	}
+}
+
+// parkable reports whether idle periods of this stream give up its goroutine.
+func (s *Session) parkable() bool {
+	return s.cfg.ParkAfter > 0 && s.cfg.Poller != nil && !s.parkOff
+}
+
+// armDeadline sets the read deadline to the first moment the stream must act without input:
+// its idle timeout, counted from the last element, or parking, counted from quiet.
+func (s *Session) armDeadline(last, quiet time.Time) {
+	var d time.Time
+	if s.cfg.IdleTime > 0 {
+		d = last.Add(s.cfg.IdleTime)
+	}
+	if s.parkable() {
+		if p := quiet.Add(s.cfg.ParkAfter); d.IsZero() || p.Before(d) {
+			d = p
+		}
+	}
+	_ = s.nc.SetReadDeadline(d)
+}
+
+// park hands the idle connection to the poller and reports whether it did. The read that timed
+// out left nothing above the socket: crypto/tls returns a timeout only when it has no complete
+// record buffered, and a partial record's remainder is still to come from the socket.
+func (s *Session) park(last time.Time) bool {
+	if !s.parkable() || !s.dec.Idle() {
+		return false
+	}
+	sc, ok := s.raw.(syscall.Conn)
+	if !ok {
+		s.parkOff = true // WebSocket, BOSH: not a socket of its own
+		return false
+	}
+	s.parkMu.Lock()
+	defer s.parkMu.Unlock()
+	if s.closing {
+		return false
+	}
+	if s.end == nil {
+		if s.end = listener.Detach(s.ctx); s.end == nil {
+			s.parkOff = true // not a listener's connection: nobody else could end it
+			return false
+		}
+	}
+	var timeout time.Duration
+	if s.cfg.IdleTime > 0 {
+		timeout = max(time.Until(last.Add(s.cfg.IdleTime)), time.Millisecond)
+	}
+	_ = s.nc.SetReadDeadline(time.Time{})
+	s.lastInput = last
+	s.dec.Release()
+	k := s.cfg.Poller.Park(sc, timeout, s.unparked)
+	if k == nil {
+		s.parkOff = true
+		return false
+	}
+	s.parked = k
+	return true
+}
+
+// unparked reads on, on a new goroutine, once the parked connection has input, timed out, or
+// is closing.
+func (s *Session) unparked() {
+	s.parkMu.Lock()
+	s.parked = nil
+	s.parkMu.Unlock()
+	parked := false
+	defer s.done(&parked)
+	parked = s.readLoop(s.ctx)
+}
+
+// stopParking is called before the connection closes: it is not parked again, and a parked
+// connection is woken so that its reader sees the close and ends the stream.
+func (s *Session) stopParking() {
+	s.parkMu.Lock()
+	s.closing = true
+	k := s.parked
+	s.parked = nil
+	s.parkMu.Unlock()
+	if k != nil {
+		k.Wake()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -221,6 +222,48 @@ func (s *Session) limitsFeature() *stanza.Element {
 	return l
 }
 
+// servedCerts holds the certificate each connection's TLS handshake presented, from the
+// handshake until startTLS takes it: channel binding tls-server-end-point hashes it.
+var servedCerts sync.Map // net.Conn → *tls.Certificate
+
+// servingConfigs maps a listener's TLS configuration to the one handshakes use, which records
+// the certificate it serves. One shared configuration per listener, rather than a clone per
+// connection, keeps about half a kilobyte off every session.
+var servingConfigs struct {
+	sync.Mutex
+	m map[*tls.Config]*tls.Config
+}
+
+func servingConfig(base *tls.Config) *tls.Config {
+	servingConfigs.Lock()
+	defer servingConfigs.Unlock()
+	if c, ok := servingConfigs.m[base]; ok {
+		return c
+	}
+	if servingConfigs.m == nil || len(servingConfigs.m) >= 64 {
+		// Reloads replace listeners' configurations; forgetting all now and then keeps the
+		// ones no longer used from accumulating.
+		servingConfigs.m = make(map[*tls.Config]*tls.Config)
+	}
+	conf := base.Clone()
+	conf.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		var c *tls.Certificate
+		var err error
+		if base.GetCertificate != nil {
+			c, err = base.GetCertificate(hello)
+		} else if len(base.Certificates) > 0 {
+			c = &base.Certificates[0]
+		}
+		if c != nil {
+			servedCerts.Store(hello.Conn, c)
+		}
+		return c, err
+	}
+	conf.Certificates = nil
+	servingConfigs.m[base] = conf
+	return conf
+}
+
 // startTLS upgrades the connection (RFC 6120 §5.4.3).
 func (s *Session) startTLS() error {
 	if s.dec.Buffered() > 0 {
@@ -230,22 +273,12 @@ func (s *Session) startTLS() error {
 	if err := s.writeSync(stanza.NewElement(stanza.NSTLS, "proceed")); err != nil {
 		return err
 	}
-	conf := s.cfg.TLS.Clone()
-	base := s.cfg.TLS
-	conf.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		var c *tls.Certificate
-		var err error
-		if base.GetCertificate != nil {
-			c, err = base.GetCertificate(hello)
-		} else if len(base.Certificates) > 0 {
-			c = &base.Certificates[0]
-		}
-		s.serverCert = c
-		return c, err
+	tc := tls.Server(s.nc, servingConfig(s.cfg.TLS))
+	err := tc.HandshakeContext(context.Background())
+	if c, ok := servedCerts.LoadAndDelete(s.nc); ok {
+		s.serverCert = c.(*tls.Certificate)
 	}
-	conf.Certificates = nil
-	tc := tls.Server(s.nc, conf)
-	if err := tc.HandshakeContext(context.Background()); err != nil {
+	if err != nil {
 		s.log.Info("TLS handshake failed", "err", err)
 		tc.Close()
 		return err

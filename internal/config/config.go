@@ -74,6 +74,8 @@ type XMPP struct {
 	ControlSocket string `conf:"control_socket"`
 	// MetricsListen is the host:port of the Prometheus metrics HTTP listener; "" for none.
 	MetricsListen string `conf:"metrics_listen"`
+	// MetricsPprof also serves the Go runtime's profiles at /debug/pprof/ on MetricsListen.
+	MetricsPprof bool `conf:"metrics_pprof"`
 	// The federation options (docs/federation.md).
 	S2SRemoteDomains            string        `conf:"s2s_remote_domains"` // "all" or "listed"
 	S2SDialbackWithoutValidCert bool          `conf:"s2s_dialback_without_valid_cert"`

@@ -108,7 +108,7 @@ func TestDumpContent(t *testing.T) {
 	out := c.Dump()
 	for _, want := range []string{
 		"tls_key = \"/g.key\"\n",
-		"xmpp {\n  enabled = true\n  debug_level = \"ERROR\"\n  # storage is not set\n  max_roster_items = 1000\n  max_offline_messages = 100\n  # control_socket is not set\n  # metrics_listen is not set\n  s2s_remote_domains = \"all\"\n  s2s_dialback_without_valid_cert = true\n  # s2s_ca_file is not set\n  s2s_idle_time = 600\n  s2s_connect_timeout = 30\n  s2s_max_queue = 1000\n  mam_default = \"always\"\n  mam_retention = 0\n  mam_purge_interval = 3600\n  mam_default_page = 50\n  mam_max_page = 250\n  mam_max_scan = 5000\n}\n",
+		"xmpp {\n  enabled = true\n  debug_level = \"ERROR\"\n  # storage is not set\n  max_roster_items = 1000\n  max_offline_messages = 100\n  # control_socket is not set\n  # metrics_listen is not set\n  metrics_pprof = false\n  s2s_remote_domains = \"all\"\n  s2s_dialback_without_valid_cert = true\n  # s2s_ca_file is not set\n  s2s_idle_time = 600\n  s2s_connect_timeout = 30\n  s2s_max_queue = 1000\n  mam_default = \"always\"\n  mam_retention = 0\n  mam_purge_interval = 3600\n  mam_default_page = 50\n  mam_max_page = 250\n  mam_max_scan = 5000\n}\n",
 		"  listen_backlog = 500\n",
 		"  tls_key = \"/g.key\"\n", // the listener shows the global fallback
 		"  # tls_verify_mode is not set\n",

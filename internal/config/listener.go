@@ -23,7 +23,8 @@ type ListenerOptions struct {
 	Enable                bool          `conf:"enable"`
 	EventsPerIter         int           `conf:"events_per_iter"`
 	FileMode              fs.FileMode   `conf:"file_mode"`
-	IdleTime              time.Duration `conf:"idle_time"` // 0 never disconnects
+	IdleTime              time.Duration `conf:"idle_time"`         // 0 never disconnects
+	IdleReleaseTime       time.Duration `conf:"idle_release_time"` // 0 keeps a goroutine per connection
 	ListenBacklog         int           `conf:"listen_backlog"`
 	PoolName              string        `conf:"pool_name"`
 	TCPRecvBufferSize     int           `conf:"tcp_recv_buffer_size"` // 0 lets the system choose

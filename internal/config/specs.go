@@ -48,6 +48,7 @@ var listenerRows = []listenerRow{
 	// sets it in a Listen on a unix socket path, so Listen accepts it there.
 	{OptionSpec{Name: "file_mode", Type: TypeMode, Default: "0660", Doc: "permissions of a unix socket"}, atListener | atListen},
 	{OptionSpec{Name: "idle_time", Type: TypeDuration, Default: "0", Doc: "seconds of inactivity before a client is disconnected; 0 never"}, atListener | atListen | atPeer},
+	{OptionSpec{Name: "idle_release_time", Type: TypeDuration, Default: "1", Doc: "seconds without input after which a bound client connection gives up its goroutine and read buffer until input arrives; 0 never (Impetus)"}, atListener | atListen | atPeer},
 	{OptionSpec{Name: "listen_backlog", Type: TypeInt, Default: "500", Doc: "the listen(2) backlog"}, atListener | atListen},
 	{OptionSpec{Name: "pool_name", Type: TypeString, Doc: "ThreadPool that runs threaded accepts"}, atListener | atListen},
 	{OptionSpec{Name: "tcp_recv_buffer_size", Type: TypeSize, Default: "4096", Doc: "SO_RCVBUF; 0 lets the system choose"}, atListener | atListen},
@@ -130,6 +131,7 @@ func newGlobalSpec() *ScopeSpec {
 				OptionSpec{Name: "max_offline_messages", Type: TypeInt, Default: "100", Doc: "messages kept for one offline user; 0 means no bound (Impetus)"},
 				OptionSpec{Name: "control_socket", Type: TypeString, Doc: `path of the impetus ctl socket; default control.sock in the data directory, "none" for no socket (Impetus)`},
 				OptionSpec{Name: "metrics_listen", Type: TypeString, Doc: "host:port serving Prometheus metrics at /metrics; unset for none (Impetus)"},
+				OptionSpec{Name: "metrics_pprof", Type: TypeBool, Default: "false", Doc: "also serve Go runtime profiles at /debug/pprof/ on metrics_listen (Impetus)"},
 				// Federation (docs/federation.md).
 				OptionSpec{Name: "s2s_remote_domains", Type: TypeString, Default: "all", Values: []string{"all", "listed"}, Doc: "remote domains reached and accepted: all, or only XMPP_Role client domains (Impetus)"},
 				OptionSpec{Name: "s2s_dialback_without_valid_cert", Type: TypeBool, Default: "true", Doc: "allow dialback from peers whose certificate does not validate (Impetus)"},

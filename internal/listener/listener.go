@@ -39,6 +39,56 @@ type Conn struct {
 	// TLS is the state of the TLS handshake done before the stream (Spec.DirectTLS), or nil;
 	// Conn is then the *tls.Conn.
 	TLS *tls.ConnectionState
+
+	life *lifetime
+}
+
+// OnEnd registers fn to run when the connection ends: when the handler returns or, if the
+// handler detached the connection (Detach), when it calls the function Detach gave it.
+// Functions run in the reverse order of registration, like deferred calls.
+func (c *Conn) OnEnd(fn func()) { c.life.onEnd(fn) }
+
+// lifetime collects what has to happen when a connection ends. A stream handler normally ends
+// its connection by returning; an idle client stream may instead give up its goroutine while it
+// waits for input (c2s parks it), and then ends the connection later from another goroutine.
+type lifetime struct {
+	mu       sync.Mutex
+	ends     []func()
+	detached bool
+}
+
+func (t *lifetime) onEnd(fn func()) {
+	t.mu.Lock()
+	t.ends = append(t.ends, fn)
+	t.mu.Unlock()
+}
+
+// end runs the registered functions once.
+func (t *lifetime) end() {
+	t.mu.Lock()
+	ends := t.ends
+	t.ends = nil
+	t.mu.Unlock()
+	for i := len(ends) - 1; i >= 0; i-- {
+		ends[i]()
+	}
+}
+
+type lifetimeKey struct{}
+
+// Detach lets the stream handler of the connection ctx belongs to return without ending the
+// connection. It returns the function that ends it, which the handler's successor must call
+// exactly once, or nil when the connection did not come from a listener. Call it from the
+// handler's goroutine, before the handler returns.
+func Detach(ctx context.Context) (end func()) {
+	t, ok := ctx.Value(lifetimeKey{}).(*lifetime)
+	if !ok {
+		return nil
+	}
+	t.mu.Lock()
+	t.detached = true
+	t.mu.Unlock()
+	return t.end
 }
 
 // Handler serves a stream after its first header was read.
@@ -383,11 +433,22 @@ func peerAddr(c net.Conn) netip.Addr {
 
 func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	release := l.releaser()
-	defer l.wg.Done()
-	defer l.track(c, false)
-	defer c.Close()
-	defer release()
+	life := &lifetime{}
+	raw := c
+	life.onEnd(l.wg.Done)
+	life.onEnd(func() { l.track(raw, false) })
+	life.onEnd(func() { raw.Close() })
+	life.onEnd(release)
+	defer func() {
+		life.mu.Lock()
+		detached := life.detached
+		life.mu.Unlock()
+		if !detached {
+			life.end()
+		}
+	}()
 	ctx = context.WithValue(ctx, establishedKey{}, release)
+	ctx = context.WithValue(ctx, lifetimeKey{}, life)
 	peer := peerAddr(c)
 	allowed, limits := l.spec.Policy(peer)
 	log := l.spec.Log.With("remote", c.RemoteAddr().String())
@@ -420,7 +481,7 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 		refuse(c, hdr.DefaultNS, stanza.NewStreamError("invalid-namespace", "unsupported stream content namespace "+hdr.DefaultNS))
 		return
 	}
-	h(ctx, &Conn{Conn: c, Dec: dec, Header: hdr, Peer: peer, TLS: state})
+	h(ctx, &Conn{Conn: c, Dec: dec, Header: hdr, Peer: peer, TLS: state, life: life})
 }
 
 func errorCondition(err error) *stanza.StreamError {

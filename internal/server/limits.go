@@ -90,7 +90,8 @@ func (s *Server) counted(h listener.Handler) listener.Handler {
 	st := s.guards()
 	return func(ctx context.Context, c *listener.Conn) {
 		at, release := st.conns.Claim(c.Peer)
-		defer release()
+		// A client stream may outlive its handler's goroutine while idle (listener.Detach).
+		c.OnEnd(release)
 		h(context.WithValue(ctx, admittedKey{}, at), c)
 	}
 }

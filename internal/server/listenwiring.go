@@ -15,6 +15,7 @@ import (
 	"impetus/internal/listener"
 	"impetus/internal/tlsconf"
 	"impetus/internal/tlsutil"
+	"impetus/internal/transport"
 )
 
 // listenWiring is what the connections of one configuration share to resolve their
@@ -117,6 +118,8 @@ func (s *Server) peerConfig(base *c2s.Config, w *listenWiring, lc *config.Listen
 	o := lc.Effective(ls, peer)
 	c := *base
 	c.IdleTime = o.IdleTime
+	c.ParkAfter = o.IdleReleaseTime
+	c.Poller = transport.DefaultPoller()
 	c.AllowPlainWithoutTLS = o.AllowPlainWithoutTLS
 	c.Limits = limits(o)
 	s.applyLimits(&c, o)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	"impetus/internal/metrics"
 	"impetus/internal/observe"
 	"impetus/internal/stanza"
+	"impetus/internal/transport"
 	"impetus/internal/xmpplog"
 )
 
@@ -232,6 +234,9 @@ func (s *Server) runOps(ctx context.Context) error {
 	metrics.Default.GaugeFunc("impetus_sessions", "Client sessions bound now.", func() float64 {
 		return float64(len(s.router.All()))
 	})
+	metrics.Default.GaugeFunc("impetus_connections_parked", "Idle client connections waiting for input without a goroutine (idle_release_time).", func() float64 {
+		return float64(transport.DefaultPoller().Parked())
+	})
 	metrics.Default.CounterFunc("impetus_xmpp_logger_dropped_total", "xmpp_logger lines dropped because the file did not keep up.", "logger", s.loggerDrops)
 
 	var ctl *control.Server
@@ -255,6 +260,13 @@ func (s *Server) runOps(ctx context.Context) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Default.Handler())
+		if x.MetricsPprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

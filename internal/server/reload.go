@@ -86,7 +86,7 @@ func newSlot(spec listener.Spec) (*slot, error) {
 				return
 			}
 			metrics.Default.ConnectionOpened()
-			defer metrics.Default.ConnectionClosed()
+			c.OnEnd(metrics.Default.ConnectionClosed)
 			h(ctx, c)
 		}
 	}
@@ -252,7 +252,7 @@ func restartOnly(old, cfg *config.Config) []string {
 	if ox.ControlSocket != nx.ControlSocket {
 		out = append(out, "control_socket")
 	}
-	if ox.MetricsListen != nx.MetricsListen {
+	if ox.MetricsListen != nx.MetricsListen || ox.MetricsPprof != nx.MetricsPprof {
 		out = append(out, "metrics_listen")
 	}
 	return out

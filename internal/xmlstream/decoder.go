@@ -181,6 +181,20 @@ func (d *Decoder) Buffered() int {
 	return d.w - d.r
 }
 
+// Idle reports whether the decoder stands between top-level elements with nothing buffered and
+// no error pending: all it has read is consumed, so it may wait for input without a goroutine.
+func (d *Decoder) Idle() bool {
+	return d.state == stateStream && d.r == d.w && !d.sc.active && d.rerr == nil && d.err == nil
+}
+
+// Release drops the read buffer of an idle decoder; the next read allocates a small one.
+func (d *Decoder) Release() {
+	if d.Idle() {
+		d.buf = nil
+		d.r, d.w = 0, 0
+	}
+}
+
 func (d *Decoder) fail(err error) error {
 	d.err = err
 	d.sc.active = false
