@@ -397,6 +397,10 @@ func (b *Blocking) push(user jid.JID, op string, list []string) {
 		b.mu.Lock()
 		ok := b.interested[s.JID().String()] == s
 		b.mu.Unlock()
+		if r, remote := s.(interface{ Interested(ns string) bool }); remote && !ok {
+			// A session on another node of a cluster that retrieved the list there.
+			ok = r.Interested(NS)
+		}
 		if !ok {
 			continue
 		}

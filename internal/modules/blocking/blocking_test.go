@@ -1,6 +1,7 @@
 package blocking_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,4 +141,30 @@ func TestDomainAndResourceMatching(t *testing.T) {
 	ok := srv.Connect("mallory@example.com/other")
 	ok.Input(`<message to='alice@example.com' type='chat'><body>y</body></message>`)
 	has(t, alice.Take(), `<body>y</body>`)
+}
+
+// clusterSession stands for a session on another node of a cluster, which retrieved the list
+// there: the router's proxy reports the interest the registry records.
+type clusterSession struct {
+	*rostertest.Session
+	interests []string
+}
+
+func (c *clusterSession) Interested(ns string) bool { return slices.Contains(c.interests, ns) }
+
+func TestPushToSessionOnAnotherNode(t *testing.T) {
+	srv := server(t, memory.New())
+	a1 := srv.Connect("alice@example.com/one")
+	remote := srv.Connect("alice@example.com/elsewhere")
+	srv.Router.Unbind(remote)
+	srv.Router.Bind(&clusterSession{Session: remote, interests: []string{blocking.NS}})
+	other := srv.Connect("alice@example.com/quiet")
+	srv.Router.Unbind(other)
+	srv.Router.Bind(&clusterSession{Session: other})
+	a1.Input(`<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='romeo@montague.net'/></block></iq>`)
+	has(t, a1.Take(), `type="result" id="b1"`)
+	has(t, remote.Take(), `<block xmlns="urn:xmpp:blocking"><item jid="romeo@montague.net"/></block>`)
+	if got := other.Take(); len(got) != 0 {
+		t.Fatalf("push to a remote session that never asked: %v", got)
+	}
 }
