@@ -151,6 +151,10 @@ type Listener struct {
 	slots chan struct{} // nil without a concurrency bound
 	done  chan struct{}
 	once  sync.Once
+	// serving is set when Serve starts and served closed when it returns: connections are
+	// added to wg only while Serve runs, and Wait must not start waiting before that ends.
+	serving atomic.Bool
+	served  chan struct{}
 
 	waiting    atomic.Int32
 	handshakes atomic.Int32
@@ -199,11 +203,12 @@ func Listen(spec Spec) (*Listener, error) {
 		}
 	}
 	l := &Listener{
-		spec:  spec,
-		ln:    ln,
-		queue: make(chan net.Conn, max(spec.AcceptQueueBacklog, 0)),
-		done:  make(chan struct{}),
-		conns: make(map[net.Conn]struct{}),
+		spec:   spec,
+		ln:     ln,
+		queue:  make(chan net.Conn, max(spec.AcceptQueueBacklog, 0)),
+		done:   make(chan struct{}),
+		served: make(chan struct{}),
+		conns:  make(map[net.Conn]struct{}),
 	}
 	if spec.Concurrency > 0 {
 		l.slots = make(chan struct{}, spec.Concurrency)
@@ -280,6 +285,10 @@ func (l *Listener) Stats() Stats {
 
 // Serve accepts until ctx ends or Close is called.
 func (l *Listener) Serve(ctx context.Context) error {
+	if !l.serving.CompareAndSwap(false, true) {
+		return errors.New("listener: Serve called twice")
+	}
+	defer close(l.served)
 	dispatched := make(chan struct{})
 	go func() {
 		defer close(dispatched)
@@ -538,6 +547,11 @@ func (l *Listener) Close() error {
 // Wait blocks until every connection handler has returned, or timeout passes, after which
 // the remaining connections are closed.
 func (l *Listener) Wait(timeout time.Duration) {
+	if l.serving.Load() {
+		// Serve adds accepted connections to wg until it returns, which it does promptly once
+		// Close closed the socket; waiting on wg before that would race with those adds.
+		<-l.served
+	}
 	done := make(chan struct{})
 	go func() { l.wg.Wait(); close(done) }()
 	select {
