@@ -89,8 +89,8 @@ xmpp {
   debug_level = "ERROR"
   control_socket = "none"
   max_roster_items = 0
-  # The peers run without a message archive; archiving is compared separately (docs/performance.md).
-  mam_default = "never"
+  # The peers run without a message archive; archiving is measured by its own run (MAM=1).
+  mam_default = "${MAM_DEFAULT:-never}"
 }
 domain "#xmpp#$domain" {
   XMPP_Role = "server"
@@ -282,6 +282,16 @@ for s in $SERVERS; do
   esac
 done
 
+# Impetus archiving every message (XEP-0313, its default): no peer to compare with, since the
+# peers run without an archive; the figure shows what the archive costs.
+if [ "${MAM:-1}" = 1 ] && [[ " $SERVERS " == *" impetus "* ]]; then
+  echo "bench-peers: === impetus with message archive ===" >&2
+  MAM_DEFAULT=always start_impetus impetus localhost
+  sleep 2
+  run "impetus-mam/500" chat -addr "${ADDR[impetus]}:5222" -login-timeout 10s -pairs 500 -window 16 -duration "${CHAT_SECONDS}s"
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+fi
+
 # Server-to-server: two Impetus servers, senders on one, receivers on the other.
 if [ "${S2S:-1}" = 1 ]; then
   echo "bench-peers: === impetus s2s ===" >&2
@@ -384,6 +394,12 @@ if s2s and not s2s.get("failed"):
     lines.append("Server to server (two Impetus servers, 50 pairs, senders on one and receivers on the other): "
                  "%s msgs/s, p99 %s ms, %d sent, %d received, %s CPU-seconds for both servers." % (
                  fmt(s2s["rate"]), fmt(s2s["p99_ms"]), s2s["sent"], s2s["received"], fmt(s2s["server_cpu_s"])))
+mam = runs.get(("impetus-mam", "chat", "500", True))
+if mam and not mam.get("failed"):
+    lines.append("")
+    lines.append("Impetus archiving every message (`mam_default = \"always\"`, both parties' archives, SQLite; 500 pairs): "
+                 "%s msgs/s, p99 %s ms, %s msgs per server CPU-second." % (
+                 fmt(mam["rate"]), fmt(mam["p99_ms"]), fmt(mam["received"] / mam["server_cpu_s"]) if mam.get("server_cpu_s") else "?"))
 lines.append("")
 lines.append("What limited each run: the CPU the server and the load tool used (cores: CPU-seconds ÷ wall seconds)."
              " A server near %d cores (Prosody: 1) is the limit; server and load tool together near %d cores means the machine is." % (cores, cores))

@@ -14,7 +14,6 @@ import (
 
 	"mellium.im/xmpp/jid"
 
-	"impetus/internal/jidutil"
 	"impetus/internal/module"
 	"impetus/internal/router"
 	"impetus/internal/stanza"
@@ -29,6 +28,9 @@ type Core struct {
 	Log    *slog.Logger
 	// Remote handles stanzas for other domains; nil means federation is off.
 	Remote RemoteFunc
+	// JIDCacheSize bounds the prepared 'to' addresses of client stanzas kept to skip their
+	// PRECIS preparation; zero means DefaultJIDCacheSize and a negative value disables it.
+	JIDCacheSize int
 
 	hosts map[string]*module.Host
 
@@ -36,6 +38,8 @@ type Core struct {
 	// function writing to their streams; they come and go while the server runs.
 	compMu     sync.RWMutex
 	components map[string]RemoteFunc
+
+	toCache jidCache
 }
 
 // ErrDomainTaken is returned by Attach for a hosted domain or one a component already serves.
@@ -90,6 +94,15 @@ func (c *Core) Hosts() []*module.Host {
 	return out
 }
 
+// parseTo prepares the 'to' address of a client stanza, through the cache.
+func (c *Core) parseTo(s string) (jid.JID, error) {
+	n := c.JIDCacheSize
+	if n == 0 {
+		n = DefaultJIDCacheSize
+	}
+	return c.toCache.parse(s, n)
+}
+
 // FromClient processes a stanza sent by a bound local session. The stream layer has already
 // stamped 'from' with the session's full JID.
 func (c *Core) FromClient(ctx context.Context, s module.Session, el *stanza.Element) {
@@ -98,7 +111,7 @@ func (c *Core) FromClient(ctx context.Context, s module.Session, el *stanza.Elem
 	if t := el.Attr("to"); t != "" {
 		var err error
 		// jidutil.Parse also refuses addresses jid.Parse prepares into an invalid form.
-		if to, err = jidutil.Parse(t); err != nil {
+		if to, err = c.parseTo(t); err != nil {
 			c.bounce(ctx, el, stanza.NewError("jid-malformed", "invalid 'to' address"))
 			return
 		}

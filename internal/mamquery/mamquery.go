@@ -613,6 +613,17 @@ func StanzaID(by, id string) *stanza.Element {
 	return stanza.NewElement(NSSID, "stanza-id", stanza.Attr{Name: "by", Value: by}, stanza.Attr{Name: "id", Value: id})
 }
 
+// HasStanzaID reports whether msg carries any <stanza-id/>, so that callers can skip building
+// the archive's JID for StripStanzaIDs on the messages (nearly all) that carry none.
+func HasStanzaID(msg *stanza.Element) bool {
+	for _, n := range msg.Children {
+		if n.Elem != nil && n.Elem.Space == NSSID && n.Elem.Local == "stanza-id" {
+			return true
+		}
+	}
+	return false
+}
+
 // StripStanzaIDs removes every <stanza-id/> claiming to be by the given JID: only the archive
 // itself may name its messages (XEP-0359 §3.1), so a sender cannot forge one.
 func StripStanzaIDs(msg *stanza.Element, by string) {

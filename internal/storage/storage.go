@@ -150,6 +150,12 @@ type Item struct {
 	Data []byte
 }
 
+// Entry is one item of AppendMany with the user whose archive receives it.
+type Entry struct {
+	User string
+	Item Item
+}
+
 // Query selects a page of a user's archive. The zero Query selects every
 // item in chronological order.
 type Query struct {
@@ -193,6 +199,16 @@ type Page struct {
 type Archive interface {
 	// Append stores item for user and returns its id.
 	Append(ctx context.Context, user string, item Item) (string, error)
+	// AppendMany stores the entries, possibly of several users, in one
+	// transaction: all of them or, on error, none. It is the write of a
+	// group commit (package storage/batch), which pays one commit and one
+	// fsync for many senders' appends. Like Append it generates empty ids
+	// and sets zero times to the current time, and it does so in entries
+	// itself, so the caller learns the ids. An entry whose id already
+	// exists in its user's archive is skipped instead of failing the
+	// batch, so a batch retried after an ambiguous commit error is not
+	// written twice. It returns how many entries were written.
+	AppendMany(ctx context.Context, entries []Entry) (int, error)
 	// Get returns the item with id or ErrNotFound.
 	Get(ctx context.Context, user, id string) (Item, error)
 	// Query returns the page of user's archive selected by q, always in

@@ -12,23 +12,32 @@
 // server lands in the local account's archive. The recipient's copy is archived before it is
 // routed, so a message that waits in offline storage is archived once, with the same
 // <stanza-id/> it carries when it is finally delivered.
+//
+// Archive writes are group-committed (internal/storage/batch): a message's archive copies are
+// queued, the message is delivered at once, and one writer per host commits everything queued
+// meanwhile in one transaction. Queries wait for the copies queued before them, and Stop
+// flushes the queue; docs/mam.md states the durability this gives.
 package mam
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
 
+	"impetus/internal/config"
 	"impetus/internal/mamquery"
 	"impetus/internal/module"
 	"impetus/internal/modules/roster"
 	"impetus/internal/stanza"
 	"impetus/internal/storage"
+	"impetus/internal/storage/batch"
 )
 
 // StoreName is the storage.Archive holding user archives.
@@ -66,8 +75,60 @@ const (
 // hintsNS is XEP-0334 Message Processing Hints.
 const hintsNS = "urn:xmpp:hints"
 
+// Defaults of the mam scope, the archive writer's options.
+const (
+	DefaultWriteBatch        = batch.DefaultMaxBatch
+	DefaultWriteQueue        = batch.DefaultMaxQueue
+	DefaultWriteDelay        = batch.DefaultDelay
+	DefaultWriteFlushTimeout = 30 * time.Second
+	DefaultWriteQueueWait    = batch.DefaultMaxWait
+)
+
 func init() {
-	module.Register("mam", func() module.Module { return &MAM{} })
+	config.RegisterScope(&config.ScopeSpec{
+		Kind:      "mam",
+		Name:      config.NameOptional,
+		Singleton: true,
+		Doc:       "XEP-0313 archive writer: group commit of archived messages (Impetus)",
+		Options: []config.OptionSpec{
+			{Name: "write_batch", Type: config.TypeInt, Default: fmt.Sprint(DefaultWriteBatch), Doc: "most archived messages written in one transaction (Impetus)"},
+			{Name: "write_delay_ms", Type: config.TypeInt, Default: fmt.Sprint(DefaultWriteDelay.Milliseconds()), Doc: "milliseconds the writer waits for more messages before a commit (delivery does not wait); 0 commits at once (Impetus)"},
+			{Name: "write_queue", Type: config.TypeInt, Default: fmt.Sprint(DefaultWriteQueue), Doc: "archived messages queued or being written; senders wait while it is full (Impetus)"},
+			{Name: "write_queue_wait", Type: config.TypeDuration, Default: fmt.Sprint(int(DefaultWriteQueueWait / time.Second)), Doc: "seconds a sender waits for room in a full queue before its message goes unarchived (Impetus)"},
+			{Name: "write_flush_timeout", Type: config.TypeDuration, Default: fmt.Sprint(int(DefaultWriteFlushTimeout / time.Second)), Doc: "seconds a shutdown waits for queued archive writes (Impetus)"},
+		},
+	})
+	module.Register("mam", func() module.Module {
+		return &MAM{Writer: WriterConfig{
+			WriteBatch:        DefaultWriteBatch,
+			WriteDelayMS:      int(DefaultWriteDelay.Milliseconds()),
+			WriteQueue:        DefaultWriteQueue,
+			WriteQueueWait:    DefaultWriteQueueWait,
+			WriteFlushTimeout: DefaultWriteFlushTimeout,
+		}}
+	})
+}
+
+var (
+	hostsMu sync.Mutex
+	hosts   = map[*module.Host]*MAM{}
+)
+
+// ForHost returns the archive module provisioned on h, or nil. Code that deletes a user's
+// rows (account removal) calls its Flush first, so that no queued copy lands afterwards.
+func ForHost(h *module.Host) *MAM {
+	hostsMu.Lock()
+	defer hostsMu.Unlock()
+	return hosts[h]
+}
+
+// WriterConfig is the mam scope, decoded: how archive writes are batched.
+type WriterConfig struct {
+	WriteBatch        int           `conf:"write_batch"`
+	WriteDelayMS      int           `conf:"write_delay_ms"`
+	WriteQueue        int           `conf:"write_queue"`
+	WriteQueueWait    time.Duration `conf:"write_queue_wait"`
+	WriteFlushTimeout time.Duration `conf:"write_flush_timeout"`
 }
 
 // MAM is the message archive module of one hosted domain.
@@ -82,9 +143,14 @@ type MAM struct {
 	Limits mamquery.Limits
 	// Now returns the current time; tests replace it.
 	Now func() time.Time
+	// Writer tunes the group commit of archive writes. The registered module starts from the
+	// mam scope's defaults; in a MAM built directly, zero fields mean the batch package's
+	// defaults and no delay.
+	Writer WriterConfig
 
 	h       *module.Host
-	store   storage.Archive
+	writer  *batch.Writer
+	store   storage.Archive // the archive seen through the writer
 	prefs   storage.KV
 	archive *mamquery.Archive
 
@@ -92,7 +158,7 @@ type MAM struct {
 	// users' preferences, and reading them from the database each time cost more than the rest
 	// of the message path together. Only this module writes them, so it keeps the cache exact.
 	prefsMu    sync.RWMutex
-	prefsCache map[string]Prefs
+	prefsCache map[prefsKey]Prefs
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -121,7 +187,33 @@ func (m *MAM) Provision(h *module.Host) error {
 	if m.Now == nil {
 		m.Now = time.Now
 	}
-	m.store = h.Storage.Archive(StoreName)
+	if h.Config != nil && h.Config.Root != nil {
+		if secs := h.Config.Sections("mam"); len(secs) > 0 {
+			if err := secs[0].Decode(&m.Writer); err != nil {
+				return fmt.Errorf("mam: %w", err)
+			}
+		}
+	}
+	if m.Writer.WriteDelayMS < 0 {
+		m.Writer.WriteDelayMS = 0
+	}
+	if m.Writer.WriteFlushTimeout <= 0 {
+		m.Writer.WriteFlushTimeout = DefaultWriteFlushTimeout
+	}
+	log := h.Log
+	m.writer = batch.New(h.Storage.Archive(StoreName), batch.Options{
+		MaxBatch: m.Writer.WriteBatch,
+		MaxQueue: m.Writer.WriteQueue,
+		MaxWait:  m.Writer.WriteQueueWait,
+		Delay:    time.Duration(m.Writer.WriteDelayMS) * time.Millisecond,
+		OnError: func(err error, lost int) {
+			log.Error("mam: archived messages could not be written", "messages", lost, "err", err)
+		},
+	})
+	m.store = m.writer.Archive()
+	hostsMu.Lock()
+	hosts[h] = m
+	hostsMu.Unlock()
 	m.prefs = h.Storage.KV(PrefsStore)
 	m.archive = &mamquery.Archive{Store: m.store, Limits: m.Limits}
 
@@ -142,18 +234,37 @@ func (m *MAM) Provision(h *module.Host) error {
 	return nil
 }
 
-// Stop implements module.Stopper.
+// Stop implements module.Stopper. It writes the archive copies still queued, waiting at most
+// the flush timeout; the server stops its hosts before it closes storage.
 func (m *MAM) Stop() error {
+	var err error
 	m.stopOnce.Do(func() {
+		hostsMu.Lock()
+		if hosts[m.h] == m {
+			delete(hosts, m.h)
+		}
+		hostsMu.Unlock()
 		if m.stop != nil {
 			close(m.stop)
 			<-m.done
 		}
+		if m.writer != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), m.Writer.WriteFlushTimeout)
+			defer cancel()
+			if err = m.writer.Close(ctx); err != nil {
+				err = fmt.Errorf("mam: flushing archive writes: %w", err)
+			}
+		}
 	})
-	return nil
+	return err
 }
 
-// Store returns the archive store, for other modules that read users' archives.
+// Flush waits until the archive copies queued so far are committed, for callers that must
+// see the archive complete in storage itself (account removal deletes the user's rows).
+func (m *MAM) Flush(ctx context.Context) error { return m.writer.Flush(ctx) }
+
+// Store returns the archive store, for other modules that read users' archives. Its reads
+// wait for the archive copies queued before them.
 func (m *MAM) Store() storage.Archive { return m.store }
 
 // owner checks that the requester asks about its own archive: an account's archive is the
@@ -212,15 +323,46 @@ type Prefs struct {
 // maxCachedPrefs bounds the preferences cache; past it the cache starts over.
 const maxCachedPrefs = 100000
 
+// prefsKey keys the preferences cache by the parts of a bare JID, which a jid.JID hands out
+// without building its string: the archive hooks look up both parties of every message.
+type prefsKey struct{ local, domain string }
+
+// keyOf splits a bare JID string; a bare JID's localpart cannot contain '@'.
+func keyOf(user string) prefsKey {
+	if l, d, ok := strings.Cut(user, "@"); ok {
+		return prefsKey{l, d}
+	}
+	return prefsKey{"", user}
+}
+
 // Prefs returns user's preferences, or the server default when the user has set none. The
 // result is shared: callers must not modify its lists.
 func (m *MAM) Prefs(ctx context.Context, user string) (Prefs, error) {
 	m.prefsMu.RLock()
-	p, ok := m.prefsCache[user]
+	p, ok := m.prefsCache[keyOf(user)]
 	m.prefsMu.RUnlock()
 	if ok {
 		return p, nil
 	}
+	return m.loadPrefs(ctx, user)
+}
+
+// prefsOf is Prefs for a bare JID, without building its string when the cache has it.
+func (m *MAM) prefsOf(ctx context.Context, bare jid.JID) (Prefs, error) {
+	m.prefsMu.RLock()
+	p, ok := m.prefsCache[prefsKey{bare.Localpart(), bare.Domainpart()}]
+	m.prefsMu.RUnlock()
+	if ok {
+		return p, nil
+	}
+	// String builds a new string, so the cached key does not keep a stanza's text alive.
+	return m.loadPrefs(ctx, bare.String())
+}
+
+// loadPrefs reads user's preferences from storage and caches them. It is apart from Prefs so
+// that the value Unmarshal fills does not make the cached path allocate.
+func (m *MAM) loadPrefs(ctx context.Context, user string) (Prefs, error) {
+	var p Prefs
 	data, err := m.prefs.Get(ctx, user)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
@@ -242,16 +384,16 @@ func (m *MAM) Prefs(ctx context.Context, user string) (Prefs, error) {
 func (m *MAM) cachePrefs(user string, p Prefs) {
 	m.prefsMu.Lock()
 	if m.prefsCache == nil || len(m.prefsCache) >= maxCachedPrefs {
-		m.prefsCache = make(map[string]Prefs)
+		m.prefsCache = make(map[prefsKey]Prefs)
 	}
-	m.prefsCache[user] = p
+	m.prefsCache[keyOf(user)] = p
 	m.prefsMu.Unlock()
 }
 
 // ForgetPrefs drops a user's cached preferences (after the account's data was deleted).
 func (m *MAM) ForgetPrefs(user string) {
 	m.prefsMu.Lock()
-	delete(m.prefsCache, user)
+	delete(m.prefsCache, keyOf(user))
 	m.prefsMu.Unlock()
 }
 
@@ -338,21 +480,24 @@ func appendUnique(list []string, s string) []string {
 	return append(list, s)
 }
 
-// wants reports whether user's preferences archive messages exchanged with peer (a full or
-// bare JID). The never list wins over the always list (XEP-0313 §5.1.1: a JID in both is
-// treated as never).
-func (m *MAM) wants(ctx context.Context, user string, peer jid.JID) (bool, error) {
-	p, err := m.Prefs(ctx, user)
+// wants reports whether the preferences of user (a bare JID) archive messages exchanged with
+// peer (a full or bare JID). The never list wins over the always list (XEP-0313 §5.1.1: a JID
+// in both is treated as never).
+func (m *MAM) wants(ctx context.Context, user jid.JID, peer jid.JID) (bool, error) {
+	p, err := m.prefsOf(ctx, user)
 	if err != nil {
 		return false, err
 	}
-	full, bare := peer.String(), peer.Bare().String()
-	listed := func(l []string) bool { return slices.Contains(l, full) || slices.Contains(l, bare) }
-	switch {
-	case listed(p.Never):
-		return false, nil
-	case listed(p.Always):
-		return true, nil
+	if len(p.Never) > 0 || len(p.Always) > 0 {
+		// Most users have no lists; building the peer's strings is then wasted on every message.
+		full, bare := peer.String(), peer.Bare().String()
+		listed := func(l []string) bool { return slices.Contains(l, full) || slices.Contains(l, bare) }
+		switch {
+		case listed(p.Never):
+			return false, nil
+		case listed(p.Always):
+			return true, nil
+		}
 	}
 	switch p.Default {
 	case Always:
@@ -362,7 +507,7 @@ func (m *MAM) wants(ctx context.Context, user string, peer jid.JID) (bool, error
 		if r == nil {
 			return false, nil
 		}
-		it, ok, err := r.Store().Get(ctx, user, bare)
+		it, ok, err := r.Store().Get(ctx, user.String(), peer.Bare().String())
 		if err != nil {
 			return false, err
 		}
@@ -412,12 +557,17 @@ func (m *MAM) outgoing(ctx context.Context, st *module.Stanza) (module.Verdict, 
 		return module.Continue, nil
 	}
 	from := st.From.Bare()
-	user := from.String()
-	mamquery.StripStanzaIDs(st.El, user)
+	if mamquery.HasStanzaID(st.El) {
+		mamquery.StripStanzaIDs(st.El, from.String())
+	}
 	if st.To.Bare().Equal(from) || !Archivable(st.El) {
 		// A note to oneself is archived once, on delivery.
 		return module.Continue, nil
 	}
+	if !m.wantsLogged(ctx, from, st.To) {
+		return module.Continue, nil
+	}
+	user := from.String()
 	if id := m.archiveCopy(ctx, user, st.To, st.El); id != "" {
 		st.El.AddChild(mamquery.StanzaID(user, id))
 	}
@@ -426,7 +576,7 @@ func (m *MAM) outgoing(ctx context.Context, st *module.Stanza) (module.Verdict, 
 
 // unstamp takes the sender's <stanza-id/> off a message once the hooks that copy it have run.
 func (m *MAM) unstamp(_ context.Context, st *module.Stanza) (module.Verdict, error) {
-	if st.El.Local == "message" && !st.To.Bare().Equal(st.From.Bare()) {
+	if st.El.Local == "message" && mamquery.HasStanzaID(st.El) && !st.To.Bare().Equal(st.From.Bare()) {
 		mamquery.StripStanzaIDs(st.El, st.From.Bare().String())
 	}
 	return module.Continue, nil
@@ -436,41 +586,77 @@ func (m *MAM) unstamp(_ context.Context, st *module.Stanza) (module.Verdict, err
 // archive's <stanza-id/> so that the delivered message, its carbons and its offline copy all
 // carry the id a client later pages by.
 func (m *MAM) incoming(ctx context.Context, st *module.Stanza) (module.Verdict, error) {
-	user := st.To.Bare().String()
+	bare := st.To.Bare()
 	// Only the archive names its messages: drop ids a sender claims on the user's behalf,
 	// whether or not this message is archived.
-	mamquery.StripStanzaIDs(st.El, user)
+	if mamquery.HasStanzaID(st.El) {
+		mamquery.StripStanzaIDs(st.El, bare.String())
+	}
 	if !Archivable(st.El) {
 		return module.Continue, nil
 	}
-	if m.h.Accounts != nil {
-		ok, err := m.h.Accounts.Exists(ctx, st.To.Localpart(), st.To.Domainpart())
-		if err != nil || !ok {
-			// The router answers for accounts that do not exist; nothing to archive.
-			return module.Continue, nil
-		}
+	// The router answers for accounts that do not exist; nothing is archived for them. The
+	// account check asks the credential store, so when the user's preferences are cached (and
+	// decline most messages when archiving is off) they are consulted first; otherwise the
+	// account is checked before preferences are read, so that messages to made-up users do not
+	// fill the cache.
+	cached := m.prefsCached(bare)
+	if !cached && !m.accountExists(ctx, bare) {
+		return module.Continue, nil
 	}
+	if !m.wantsLogged(ctx, bare, st.From) {
+		return module.Continue, nil
+	}
+	if cached && !m.accountExists(ctx, bare) {
+		return module.Continue, nil
+	}
+	user := bare.String()
 	if id := m.archiveCopy(ctx, user, st.From, st.El); id != "" {
 		st.El.AddChild(mamquery.StanzaID(user, id))
 	}
 	return module.Continue, nil
 }
 
-// archiveCopy stores el in user's archive if the preferences allow and returns its id, or ""
-// when it was not archived. Archiving failures are logged, not bounced: the message itself can
-// still be delivered.
-func (m *MAM) archiveCopy(ctx context.Context, user string, peer jid.JID, el *stanza.Element) string {
+// accountExists reports whether the local account bare exists; a failed check counts as no.
+func (m *MAM) accountExists(ctx context.Context, bare jid.JID) bool {
+	if m.h.Accounts == nil {
+		return true
+	}
+	ok, err := m.h.Accounts.Exists(ctx, bare.Localpart(), bare.Domainpart())
+	return err == nil && ok
+}
+
+// prefsCached reports whether bare's preferences are in the cache.
+func (m *MAM) prefsCached(bare jid.JID) bool {
+	m.prefsMu.RLock()
+	_, ok := m.prefsCache[prefsKey{bare.Localpart(), bare.Domainpart()}]
+	m.prefsMu.RUnlock()
+	return ok
+}
+
+// wantsLogged is wants with a failure logged and taken as "do not archive".
+func (m *MAM) wantsLogged(ctx context.Context, user jid.JID, peer jid.JID) bool {
 	ok, err := m.wants(ctx, user, peer)
 	if err != nil {
-		m.h.Log.Error("mam: reading preferences", "user", user, "err", err)
-		return ""
+		m.h.Log.Error("mam: reading preferences", "user", user.String(), "err", err)
+		return false
 	}
-	if !ok {
-		return ""
+	return ok
+}
+
+// archiveCopy queues el for user's archive and returns its id, or "" when that failed. The
+// caller has checked the preferences. Archiving failures are logged, not bounced: the message
+// itself can still be delivered.
+func (m *MAM) archiveCopy(ctx context.Context, user string, peer jid.JID, el *stanza.Element) string {
+	c := el
+	if c.Space != stanza.NSClient {
+		// A stanza from a server stream is stored as a client would receive it. Client
+		// stanzas, nearly all of them, are serialised as they are, without a copy.
+		c = el.Copy()
+		c.Space = stanza.NSClient
 	}
-	c := el.Copy()
-	c.Space = stanza.NSClient
-	id, err := m.store.Append(ctx, user, storage.Item{With: peer.Bare().String(), Time: m.Now(), Data: c.AppendXML(nil, "")})
+	// Queued, not yet committed: the message need not wait for the disk (docs/mam.md).
+	id, err := m.writer.Enqueue(ctx, user, storage.Item{With: peer.Bare().String(), Time: m.Now(), Data: c.AppendXML(nil, "")})
 	if err != nil {
 		m.h.Log.Error("mam: archiving message", "user", user, "err", err)
 		return ""

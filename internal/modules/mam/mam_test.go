@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"impetus/internal/config"
 	"impetus/internal/mamquery"
 	"impetus/internal/module"
 	"impetus/internal/modules/blocking"
@@ -627,5 +628,97 @@ func TestBlockingAndCarbons(t *testing.T) {
 	}
 	if !slices.Equal(bys, []string{"romeo@example.com"}) {
 		t.Fatalf("romeo's copy has stanza-ids by %v: %s", bys, got[0])
+	}
+}
+
+// TestStopWritesQueuedCopies checks the shutdown half of the durability contract: archive
+// copies queued when the module stops are in storage itself afterwards, with the ids the
+// delivered message carried.
+func TestStopWritesQueuedCopies(t *testing.T) {
+	rostertest.ForEachBackend(t, func(t *testing.T, b storage.Backend) {
+		e := newEnv(t, b, "example.com")
+		romeo := available(e.srv, "romeo@example.com/orchard")
+		juliet := available(e.srv, "juliet@example.com/balcony")
+		const n = 50
+		for i := range n {
+			romeo.Input(fmt.Sprintf(`<message to="juliet@example.com" type="chat" id="m%d"><body>%d</body></message>`, i, i))
+		}
+		got := juliet.Elements()
+		if len(got) != n {
+			t.Fatalf("juliet got %d messages, want %d", len(got), n)
+		}
+		if err := e.mams["example.com"].Stop(); err != nil {
+			t.Fatal(err)
+		}
+		for _, user := range []string{"romeo@example.com", "juliet@example.com"} {
+			items, _, err := b.Archive(mam.StoreName).Query(t.Context(), user, storage.Query{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(items) != n {
+				t.Fatalf("%s's archive in storage has %d items after Stop, want %d", user, len(items), n)
+			}
+		}
+		last := got[n-1].Child(mamquery.NSSID, "stanza-id")
+		if last == nil {
+			t.Fatal("delivered message without stanza-id")
+		}
+		if _, err := b.Archive(mam.StoreName).Get(t.Context(), "juliet@example.com", last.Attr("id")); err != nil {
+			t.Fatalf("the delivered stanza-id is not in storage: %v", err)
+		}
+	})
+}
+
+// TestWriterOptions checks the mam scope: the registered module starts from its defaults, and
+// a configured scope overrides them.
+func TestWriterOptions(t *testing.T) {
+	mod, err := module.New("mam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := mam.WriterConfig{
+		WriteBatch:        mam.DefaultWriteBatch,
+		WriteDelayMS:      int(mam.DefaultWriteDelay / time.Millisecond),
+		WriteQueue:        mam.DefaultWriteQueue,
+		WriteQueueWait:    mam.DefaultWriteQueueWait,
+		WriteFlushTimeout: mam.DefaultWriteFlushTimeout,
+	}
+	if got := mod.(*mam.MAM).Writer; got != want {
+		t.Fatalf("registered module's writer options = %+v, want %+v", got, want)
+	}
+
+	cfg, _, err := config.Parse("test.conf", []byte(`
+mam {
+  write_batch = 7
+  write_delay_ms = 0
+  write_queue = 100
+  write_queue_wait = 2
+  write_flush_timeout = 5
+}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := rostertest.New(t, memory.New(), rostertest.Config{}, "example.com")
+	h := srv.Hosts["example.com"]
+	h.Config = cfg
+	m := mod.(*mam.MAM)
+	if err := m.Provision(h); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	want = mam.WriterConfig{WriteBatch: 7, WriteDelayMS: 0, WriteQueue: 100, WriteQueueWait: 2 * time.Second, WriteFlushTimeout: 5 * time.Second}
+	if m.Writer != want {
+		t.Fatalf("configured writer options = %+v, want %+v", m.Writer, want)
+	}
+	if mam.ForHost(h) != m {
+		t.Fatal("ForHost does not return the provisioned module")
+	}
+	if err := mam.ForHost(h).Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	m.Stop()
+	if mam.ForHost(h) != nil {
+		t.Fatal("ForHost still returns the module after Stop")
 	}
 }

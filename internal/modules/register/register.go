@@ -23,6 +23,7 @@ import (
 	"impetus/internal/auth"
 	"impetus/internal/config"
 	"impetus/internal/module"
+	"impetus/internal/modules/mam"
 	"impetus/internal/modules/roster"
 	"impetus/internal/stanza"
 )
@@ -393,6 +394,13 @@ func (r *Register) remove(ctx context.Context, iq *module.IQ) error {
 		return err
 	}
 	r.cancelSubscriptions(ctx, bare)
+	if m := mam.ForHost(r.h); m != nil {
+		// Archive copies still queued for the group commit would otherwise land after the
+		// account's data is gone.
+		if err := m.Flush(ctx); err != nil {
+			r.h.Log.Warn("register: flushing queued archive copies of a removed account", "user", bare.String(), "err", err)
+		}
+	}
 	if err := r.h.Storage.DeleteUser(ctx, bare.String()); err != nil {
 		r.h.Log.Error("register: deleting the data of a removed account", "user", bare.String(), "err", err)
 	}

@@ -395,6 +395,37 @@ func (s archiveStore) Append(ctx context.Context, user string, item storage.Item
 	return item.ID, nil
 }
 
+// AppendMany inserts every entry under one hold of the backend's lock, so
+// readers see all of them or none.
+func (s archiveStore) AppendMany(ctx context.Context, entries []storage.Entry) (int, error) {
+	if err := common.PrepareEntries(s.name, entries, time.Now()); err != nil {
+		return 0, err
+	}
+	unlock, err := s.b.lock(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	users := s.b.archives[s.name]
+	if users == nil {
+		users = map[string][]entry{}
+		s.b.archives[s.name] = users
+	}
+	n := 0
+	for _, en := range entries {
+		list := users[en.User]
+		if slices.ContainsFunc(list, func(e entry) bool { return e.item.ID == en.Item.ID }) {
+			continue
+		}
+		s.b.seq++
+		e := entry{seq: s.b.seq, item: cloneItem(en.Item)}
+		i, _ := slices.BinarySearchFunc(list, e, less)
+		users[en.User] = slices.Insert(list, i, e)
+		n++
+	}
+	return n, nil
+}
+
 func (s archiveStore) Get(ctx context.Context, user, id string) (storage.Item, error) {
 	if err := common.StoreUser("archive", s.name, user); err != nil {
 		return storage.Item{}, err

@@ -404,6 +404,39 @@ func (s archiveStore) Append(ctx context.Context, user string, item storage.Item
 	return item.ID, nil
 }
 
+// AppendMany sends the inserts as one pipelined batch inside one
+// transaction: one round trip and one commit for the whole group.
+func (s archiveStore) AppendMany(ctx context.Context, entries []storage.Entry) (int, error) {
+	if err := common.PrepareEntries(s.name, entries, time.Now()); err != nil {
+		return 0, err
+	}
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	var n int64
+	err := s.b.tx(ctx, "archive append many", func(tx pgx.Tx) error {
+		batch := &pgx.Batch{}
+		for _, e := range entries {
+			batch.Queue("INSERT INTO storage_archive (store, username, id, peer, ts, data) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (store, username, id) DO NOTHING",
+				s.name, e.User, e.Item.ID, e.Item.With, e.Item.Time, e.Item.Data)
+		}
+		br := tx.SendBatch(ctx, batch)
+		for range entries {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			n += tag.RowsAffected()
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
 func (s archiveStore) Get(ctx context.Context, user, id string) (storage.Item, error) {
 	if err := common.StoreUser("archive", s.name, user); err != nil {
 		return storage.Item{}, err

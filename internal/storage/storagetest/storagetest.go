@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Backend) {
 		{"ArchiveFilters", testArchiveFilters},
 		{"ArchiveIsolation", testArchiveIsolation},
 		{"ArchiveDelete", testArchiveDelete},
+		{"ArchiveAppendMany", testArchiveAppendMany},
 		{"DeleteUser", testDeleteUser},
 		{"LargeValues", testLargeValues},
 		{"Unicode", testUnicode},
@@ -838,6 +839,94 @@ func testArchiveDelete(t *testing.T, b storage.Backend) {
 	}
 }
 
+// testArchiveAppendMany covers the group-commit write: several users in one
+// call, generated ids and times filled in place, insertion order for equal
+// times, existing ids skipped, and an invalid entry rejecting the batch.
+func testArchiveAppendMany(t *testing.T, b storage.Backend) {
+	ctx := t.Context()
+	a := b.Archive("mam")
+	if _, err := a.Append(ctx, alice, storage.Item{ID: "old", Time: at(0), Data: []byte("old")}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.AppendMany(ctx, nil); err != nil || n != 0 {
+		t.Fatalf("AppendMany(nil) = %d, %v", n, err)
+	}
+	before := time.Now().Add(-time.Second)
+	entries := []storage.Entry{
+		{User: alice, Item: storage.Item{ID: "a1", With: bob, Time: at(10), Data: []byte("1")}},
+		{User: bob, Item: storage.Item{With: alice, Time: at(10), Data: []byte("b")}},
+		{User: alice, Item: storage.Item{ID: "a2", With: bob, Time: at(10), Data: []byte("2")}},
+		{User: alice, Item: storage.Item{ID: "old", Time: at(20), Data: []byte("dup")}},
+		{User: alice, Item: storage.Item{With: "carol@example.com", Data: []byte("now")}},
+	}
+	n, err := a.AppendMany(ctx, entries)
+	must(t, err)
+	if n != 4 {
+		t.Fatalf("AppendMany wrote %d entries, want 4 (one id existed)", n)
+	}
+	if entries[1].Item.ID == "" || entries[4].Item.ID == "" {
+		t.Fatalf("AppendMany did not fill in generated ids: %+v", entries)
+	}
+	if entries[4].Item.Time.Before(before) {
+		t.Fatalf("AppendMany did not set the time of an item without one: %v", entries[4].Item.Time)
+	}
+	items, page, err := a.Query(ctx, alice, storage.Query{})
+	must(t, err)
+	if got, want := ids(items), []string{"old", "a1", "a2", entries[4].Item.ID}; !slices.Equal(got, want) {
+		t.Fatalf("alice's archive = %v, want %v", got, want)
+	}
+	if !page.Complete || string(items[0].Data) != "old" || string(items[3].Data) != "now" {
+		t.Fatalf("alice's archive: page %+v, first %q, last %q", page, items[0].Data, items[3].Data)
+	}
+	got, err := a.Get(ctx, bob, entries[1].Item.ID)
+	must(t, err)
+	if got.With != alice || string(got.Data) != "b" || !got.Time.Equal(at(10)) {
+		t.Fatalf("bob's item = %+v", got)
+	}
+
+	// Writing the same batch again (a retry after an unclear commit) adds nothing.
+	n, err = a.AppendMany(ctx, entries)
+	must(t, err)
+	if c, _ := a.Count(ctx, alice); n != 0 || c != 4 {
+		t.Fatalf("repeated AppendMany wrote %d, alice has %d items", n, c)
+	}
+
+	// One invalid entry rejects the whole batch before anything is written.
+	bad := []storage.Entry{
+		{User: alice, Item: storage.Item{ID: "fine"}},
+		{User: "a\x00b", Item: storage.Item{ID: "x"}},
+	}
+	if _, err := a.AppendMany(ctx, bad); !errors.Is(err, storage.ErrInvalid) {
+		t.Fatalf("AppendMany with an invalid user: %v, want ErrInvalid", err)
+	}
+	bad = []storage.Entry{{User: alice, Item: storage.Item{ID: "fine2"}}, {User: alice, Item: storage.Item{With: "\xff"}}}
+	if _, err := a.AppendMany(ctx, bad); !errors.Is(err, storage.ErrInvalid) {
+		t.Fatalf("AppendMany with an invalid peer: %v, want ErrInvalid", err)
+	}
+	if c, _ := a.Count(ctx, alice); c != 4 {
+		t.Fatalf("rejected batches stored items: alice has %d", c)
+	}
+	if _, err := b.Archive("").AppendMany(ctx, []storage.Entry{{User: alice}}); !errors.Is(err, storage.ErrInvalid) {
+		t.Fatalf("AppendMany on an unnamed archive: %v, want ErrInvalid", err)
+	}
+
+	// A large batch commits as one.
+	var many []storage.Entry
+	for i := range 1000 {
+		many = append(many, storage.Entry{User: fmt.Sprintf("u%d@example.com", i%7), Item: storage.Item{Time: at(100 + i), Data: []byte(strconv.Itoa(i))}})
+	}
+	n, err = a.AppendMany(ctx, many)
+	must(t, err)
+	if n != 1000 {
+		t.Fatalf("large AppendMany wrote %d", n)
+	}
+	items, _, err = a.Query(ctx, "u3@example.com", storage.Query{})
+	must(t, err)
+	if len(items) != 143 || string(items[0].Data) != "3" || string(items[1].Data) != "10" {
+		t.Fatalf("u3 has %d items, first %q", len(items), items[0].Data)
+	}
+}
+
 func testDeleteUser(t *testing.T, b storage.Backend) {
 	ctx := t.Context()
 	for _, u := range []string{alice, bob} {
@@ -994,6 +1083,10 @@ func testContext(t *testing.T, b storage.Backend) {
 			},
 			"Archive.Append": func() error { _, err := a.Append(c.ctx, alice, storage.Item{}); return err },
 			"Archive.Query":  func() error { _, _, err := a.Query(c.ctx, alice, storage.Query{}); return err },
+			"Archive.AppendMany": func() error {
+				_, err := a.AppendMany(c.ctx, []storage.Entry{{User: alice, Item: storage.Item{ID: "y"}}})
+				return err
+			},
 			"Archive.Count":  func() error { _, err := a.Count(c.ctx, alice); return err },
 			"Archive.Delete": func() error { return a.Delete(c.ctx, alice, "x") },
 			"DeleteUser":     func() error { return b.DeleteUser(c.ctx, alice) },

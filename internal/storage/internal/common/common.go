@@ -129,3 +129,24 @@ func NonNil(v []byte) []byte {
 	}
 	return v
 }
+
+// PrepareEntries checks the entries of one AppendMany into the archive
+// called name and prepares their items in place (PrepareItem), so that a
+// backend validates the whole batch before it writes any of it.
+func PrepareEntries(name string, entries []storage.Entry, now time.Time) error {
+	if err := Name("archive", name); err != nil {
+		return err
+	}
+	for i := range entries {
+		e := &entries[i]
+		if err := User(e.User); err != nil {
+			return err
+		}
+		item, err := PrepareItem(e.Item, now)
+		if err != nil {
+			return err
+		}
+		e.Item = item
+	}
+	return nil
+}
