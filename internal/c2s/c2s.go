@@ -149,6 +149,11 @@ type Session struct {
 	closing bool
 	// parkOff is set once parking turned out impossible for this connection.
 	parkOff bool
+	// fromCache is the string form of jid stamped on every stanza the client sends.
+	fromCache struct {
+		jid jid.JID
+		str string
+	}
 	// lastInput is when the last element was read, kept while parked for the idle timeout.
 	lastInput time.Time
 }
@@ -673,7 +678,11 @@ func (s *Session) stampFrom(el *stanza.Element) error {
 			return stanza.NewStreamError("invalid-from", "'from' does not match the authenticated identity")
 		}
 	}
-	el.SetAttr("from", s.jid.String())
+	if !s.fromCache.jid.Equal(s.jid) || s.fromCache.str == "" {
+		// jid.JID.String builds a new string on every call; this runs for every stanza.
+		s.fromCache.jid, s.fromCache.str = s.jid, s.jid.String()
+	}
+	el.SetAttr("from", s.fromCache.str)
 	return nil
 }
 
