@@ -82,7 +82,22 @@ start_impetus() { # name domain [extra config]
   local name=$1 domain=$2 dir=$WORK/$1
   mkdir -p "$dir/data"
   if [ ! -f "$WORK/passwd" ]; then
-    awk -v n="$USERS" -v p="$PASSWORD" 'BEGIN { for (i = 0; i < n; i++) printf "user%d:%s\n", i, p }' > "$WORK/passwd"
+    # Stored SCRAM-SHA-1 keys at 4096 iterations, as the peers store them (impetus passwd
+    # --scram writes the same form with a salt per user; here one salt serves all users so
+    # that the keys are computed once).
+    python3 - "$WORK/passwd" "$USERS" "$PASSWORD" <<'PY'
+import base64, hashlib, hmac, sys
+path, n, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+salt = b"impetus-bench-salt"
+salted = hashlib.pbkdf2_hmac("sha1", pw, salt, 4096)
+stored = hashlib.sha1(hmac.new(salted, b"Client Key", hashlib.sha1).digest()).digest()
+server = hmac.new(salted, b"Server Key", hashlib.sha1).digest()
+b64 = lambda b: base64.b64encode(b).decode()
+keys = "{SCRAM-SHA-1}4096$%s$%s$%s" % (b64(salt), b64(stored), b64(server))
+with open(path, "w") as f:
+    for i in range(n):
+        f.write("user%d:%s\n" % (i, keys))
+PY
   fi
   cat > "$dir/impetus.conf" <<EOF
 xmpp {

@@ -142,6 +142,9 @@ func (c *Credentials) CheckPassword(password string) bool {
 		a, b := sha256.Sum256([]byte(pw)), sha256.Sum256([]byte(c.Password))
 		return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 	}
+	if len(c.SCRAM) > 0 {
+		return checkSCRAM(c.SCRAM, pw)
+	}
 	ok := 0
 	for realm, stored := range c.HA1 {
 		want, err := hex.DecodeString(stored)

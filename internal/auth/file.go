@@ -44,6 +44,7 @@ type entry struct {
 	password    string
 	hasPassword bool
 	ha1         map[string]string
+	scram       map[string]SCRAMKeys // stored SCRAM keys instead of the password (scramkeys.go)
 }
 
 // table is one immutable snapshot of a password file.
@@ -51,6 +52,10 @@ type table struct {
 	users      map[userKey]*entry
 	realms     []string
 	generation uint64
+	// scramOnly is set when some users have only SCRAM keys; scramHashes are the hashes all
+	// of them have, which is what the store can offer.
+	scramOnly   bool
+	scramHashes []string
 }
 
 // fileStat identifies a version of the file on disk, to detect changes
@@ -239,15 +244,28 @@ func parseTable(path string, data []byte, format fileFormat, cleartext bool, dom
 					continue
 				}
 			}
+			if format == formatPlain && isSCRAMField(pwField) {
+				keys, err := parseSCRAMField(pwField)
+				if err != nil {
+					bad(n, "%v", err)
+					continue
+				}
+				if e.hasPassword || e.scram != nil {
+					bad(n, "duplicate user %q, this line replaces the earlier one", userField)
+				}
+				e.scram, e.password, e.hasPassword = keys, "", false
+				t.users[key] = e
+				continue
+			}
 			pw, err := PreparePassword(pwField)
 			if err != nil {
 				bad(n, "%v", err)
 				continue
 			}
-			if e.hasPassword {
+			if e.hasPassword || e.scram != nil {
 				bad(n, "duplicate user %q, this line replaces the earlier one", userField)
 			}
-			e.password, e.hasPassword = pw, true
+			e.password, e.hasPassword, e.scram = pw, true, nil
 		default:
 			realm, hash, ok := strings.Cut(rest, ":")
 			if !ok {
@@ -271,6 +289,15 @@ func parseTable(path string, data []byte, format fileFormat, cleartext bool, dom
 		t.users[key] = e
 	}
 	t.realms = slices.Sorted(maps.Keys(realms))
+	var sets []map[string]SCRAMKeys
+	for _, e := range t.users {
+		if e.scram != nil {
+			sets = append(sets, e.scram)
+		}
+	}
+	if len(sets) > 0 {
+		t.scramOnly, t.scramHashes = true, commonHashes(sets)
+	}
 	return t, problems
 }
 
@@ -310,11 +337,19 @@ func (s *fileStore) Lookup(ctx context.Context, username, domain string) (*Crede
 	if e.ha1 != nil {
 		c.HA1 = maps.Clone(e.ha1)
 	}
+	if e.scram != nil {
+		c.SCRAM = maps.Clone(e.scram)
+	}
 	return c, nil
 }
 
 // Capabilities implements Store.
 func (s *fileStore) Capabilities() Capabilities {
+	if t := s.cur.Load(); s.format == formatPlain && t.scramOnly {
+		// Users with keys only can log in with PLAIN (checked against the keys) and with
+		// SCRAM for the hashes they all have; DIGEST-MD5 needs the password.
+		return Capabilities{Verify: true, SCRAM: slices.Clone(t.scramHashes)}
+	}
 	if s.format == formatPlain || s.opts.StoredCleartext {
 		return Capabilities{Cleartext: true, Verify: true}
 	}

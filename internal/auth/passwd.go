@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -35,6 +36,9 @@ options:
   --password P        the password (default: the first line read from stdin)
   --stored-cleartext  write the clear-text password in the htdigest third field
                       (for stored_cleartext = "true")
+  --scram             in a file:// file, store SCRAM-SHA-1 and SCRAM-SHA-256 keys
+                      instead of the clear-text password (DIGEST-MD5 then cannot be used)
+  --iterations N      SCRAM iteration count for --scram (default 4096, at least 4096)
 `
 
 // errUsage marks command-line mistakes in RunPasswd.
@@ -50,6 +54,8 @@ type passwdArgs struct {
 	pwSet     bool
 	digest    bool
 	cleartext bool
+	scram     bool
+	iter      int
 }
 
 func parsePasswdArgs(args []string) (*passwdArgs, error) {
@@ -99,6 +105,15 @@ func parsePasswdArgs(args []string) (*passwdArgs, error) {
 			a.digest = true
 		case "stored-cleartext":
 			a.cleartext = true
+		case "scram":
+			a.scram = true
+		case "iterations":
+			var v string
+			if v, err = needValue(); err == nil {
+				if a.iter, err = strconv.Atoi(v); err != nil || a.iter < 4096 {
+					err = fmt.Errorf("%w: --iterations needs a whole number of at least 4096", errUsage)
+				}
+			}
 		case "h", "help":
 			return nil, errUsage
 		default:
@@ -179,6 +194,12 @@ func runPasswd(a *passwdArgs, stdin io.Reader, stdout io.Writer) error {
 	}
 	if format == formatPlain && (a.realmSet || a.cleartext) {
 		return fmt.Errorf("%w: --realm and --stored-cleartext apply to digest files only", errUsage)
+	}
+	if format == formatDigest && a.scram {
+		return fmt.Errorf("%w: --scram applies to file:// files only", errUsage)
+	}
+	if a.iter != 0 && !a.scram {
+		return fmt.Errorf("%w: --iterations goes with --scram", errUsage)
 	}
 	realm := a.realm
 	if !a.realmSet {
@@ -264,6 +285,14 @@ func runPasswd(a *passwdArgs, stdin io.Reader, stdout io.Writer) error {
 			return err
 		}
 		switch {
+		case format == formatPlain && a.scram:
+			keys, err := FormatSCRAM(pw, max(a.iter, 4096), DefaultSCRAMHashes...)
+			if err != nil {
+				return err
+			}
+			newLine = userField + ":" + keys
+		case format == formatPlain && isSCRAMField(pw):
+			return fmt.Errorf("a clear-text password cannot begin with %q in a file:// file", scramPrefix)
 		case format == formatPlain:
 			newLine = userField + ":" + pw
 		case a.cleartext:

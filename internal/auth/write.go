@@ -121,6 +121,15 @@ func (s *fileStore) editLocked(op, local, dom, realm, password string) error {
 			userField = local
 		}
 		switch {
+		case s.format == formatPlain && s.cur.Load().scramOnly:
+			// A file that keeps SCRAM keys gets keys for new passwords too.
+			keys, err := FormatSCRAM(password, 4096, DefaultSCRAMHashes...)
+			if err != nil {
+				return err
+			}
+			newLine = userField + ":" + keys
+		case s.format == formatPlain && isSCRAMField(password):
+			return fmt.Errorf("auth: a password cannot begin with %q in a file:// file", scramPrefix)
 		case s.format == formatPlain:
 			newLine = userField + ":" + password
 		case s.opts.StoredCleartext:
