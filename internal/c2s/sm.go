@@ -64,6 +64,10 @@ type outState struct {
 	inactive bool
 	held     []*stanza.Element
 	heldKey  map[string]int // sender and kind → index in held, so only the latest is kept
+
+	// interests are the push namespaces a session resumed from another node had asked for
+	// there (handover.go).
+	interests []string
 }
 
 // smEnabled reports whether stream management may be offered on this listener.
@@ -351,6 +355,10 @@ func (s *Session) smEnable(me *Session, o *outState, el *stanza.Element) *stanza
 	enabled := stanza.NewElement(NSSM, "enabled")
 	if r := el.Attr("resume"); (r == "true" || r == "1") && s.cfg.SM.Resume && s.cfg.Streams != nil {
 		o.id = newStreamID()
+		if ho := s.cfg.Streams.handoverOf(); ho != nil {
+			// In a cluster the id also names this node, for a resumption on another one.
+			o.id = ho.NewID()
+		}
 		o.timeout = s.cfg.SM.ResumeTimeout
 		if m, err := strconv.Atoi(el.Attr("max")); err == nil && m > 0 {
 			o.timeout = time.Duration(m) * time.Second
@@ -436,6 +444,10 @@ func (s *Session) resumeWith(el *stanza.Element, wrap func(resumed *stanza.Eleme
 		return fail("bad-request")
 	}
 	old := s.cfg.Streams.lookupResumable(el.Attr("previd"))
+	if ho := s.cfg.Streams.handoverOf(); old == nil && ho != nil && s.cfg.SM.Resume {
+		// Perhaps held by another node of the cluster.
+		return s.resumeRemote(ho, el.Attr("previd"), uint32(h), wrap)
+	}
 	if old == nil || !old.jid.Bare().Equal(s.jid) || old.domain != s.domain {
 		return fail("item-not-found")
 	}

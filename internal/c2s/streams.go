@@ -19,6 +19,8 @@ type Streams struct {
 	// closing is set once the server shuts down: sessions no longer hibernate then, since
 	// nobody could resume them.
 	closing atomic.Bool
+	// handover, when set, resumes sessions held by other nodes of a cluster (handover.go).
+	handover atomic.Pointer[Handover]
 }
 
 func (t *Streams) add(s *Session) {

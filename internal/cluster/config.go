@@ -29,8 +29,10 @@ const (
 	DefaultNodeLossGrace       = 30 * time.Second
 	DefaultNodeLossPresenceRPS = 500
 	DefaultForwardTimeout      = 2 * time.Second
+	DefaultHandoverTimeout     = 5 * time.Second
 	DefaultReplicas            = 1
 	DefaultMaxPresenceBytes    = 4096
+	DefaultMaxBatchRecipients  = 1000
 	DefaultBucketPrefix        = "impetus"
 	DefaultInboundQueue        = 1 << 20
 	DefaultInboundQueueBytes   = 512 << 20
@@ -46,6 +48,7 @@ func init() {
 		Options: []config.OptionSpec{
 			{Name: "node_name", Type: config.TypeString, Doc: "this node's name, unique in the cluster: letters, digits, '-' and '_' (Impetus)"},
 			{Name: "nats_urls", Type: config.TypeArray, Doc: "external NATS servers, e.g. ( nats://10.0.0.1:4222 nats://10.0.0.2:4222 ); unset with embedded_nats uses the embedded server (Impetus)"},
+			{Name: "nats_discover", Type: config.TypeBool, Default: "true", Doc: "also connect to the NATS servers the servers of nats_urls announce; false keeps to nats_urls, for servers behind NAT or proxies (Impetus)"},
 			{Name: "embedded_nats", Type: config.TypeBool, Default: "false", Doc: "run a NATS server with JetStream inside this process, for small installations (Impetus)"},
 			{Name: "nats_listen", Type: config.TypeString, Default: "127.0.0.1:4222", Doc: "client address of the embedded NATS server (Impetus)"},
 			{Name: "nats_cluster_listen", Type: config.TypeString, Doc: "route address of the embedded NATS server, e.g. 127.0.0.1:6222; unset runs it alone (Impetus)"},
@@ -61,8 +64,11 @@ func init() {
 			{Name: "node_loss_grace", Type: config.TypeDuration, Default: d(DefaultNodeLossGrace), Doc: "seconds a lost node's users have to log in elsewhere before their contacts see them unavailable (Impetus)"},
 			{Name: "node_loss_presence_rate", Type: config.TypeInt, Default: strconv.Itoa(DefaultNodeLossPresenceRPS), Doc: "sessions of a lost node announced unavailable per second at most (Impetus)"},
 			{Name: "forward_timeout", Type: config.TypeDuration, Default: d(DefaultForwardTimeout), Doc: "seconds a message or iq forwarded to another node waits for its acceptance (Impetus)"},
+			{Name: "handover_timeout", Type: config.TypeDuration, Default: d(DefaultHandoverTimeout), Doc: "seconds a node waits for another node to hand over a session a client resumes here (XEP-0198) (Impetus)"},
 			{Name: "inbound_queue", Type: config.TypeInt, Default: strconv.Itoa(DefaultInboundQueue), Doc: "stanzas from other nodes waiting for delivery on this node; beyond it NATS drops them and logs a slow consumer (Impetus)"},
 			{Name: "inbound_queue_bytes", Type: config.TypeSize, Default: strconv.Itoa(DefaultInboundQueueBytes), Doc: "bytes of stanzas from other nodes waiting for delivery on this node (Impetus)"},
+			{Name: "s2s_single_stream", Type: config.TypeBool, Default: "true", Doc: "one outgoing server stream per pair of local and remote domain for the whole cluster, held by one node that the others forward to; false lets every node open its own (Impetus)"},
+			{Name: "max_batch_recipients", Type: config.TypeInt, Default: strconv.Itoa(DefaultMaxBatchRecipients), Doc: "recipients one transfer of a presence broadcast to another node names at most; a larger broadcast takes several (Impetus)"},
 			{Name: "max_presence_bytes", Type: config.TypeSize, Default: strconv.Itoa(DefaultMaxPresenceBytes), Doc: "largest presence kept in the registry for answering probes on other nodes; larger ones are trimmed to show and priority (Impetus)"},
 		},
 	})
@@ -73,6 +79,7 @@ func init() {
 type Config struct {
 	NodeName          string        `conf:"node_name"`
 	NATSURLs          []string      `conf:"nats_urls"`
+	NATSDiscover      bool          `conf:"nats_discover"`
 	EmbeddedNATS      bool          `conf:"embedded_nats"`
 	NATSListen        string        `conf:"nats_listen"`
 	NATSClusterListen string        `conf:"nats_cluster_listen"`
@@ -88,9 +95,12 @@ type Config struct {
 	NodeLossGrace     time.Duration `conf:"node_loss_grace"`
 	NodeLossRate      int           `conf:"node_loss_presence_rate"`
 	ForwardTimeout    time.Duration `conf:"forward_timeout"`
+	HandoverTimeout   time.Duration `conf:"handover_timeout"`
 	MaxPresenceBytes  int64         `conf:"max_presence_bytes"`
+	MaxBatch          int           `conf:"max_batch_recipients"`
 	InboundQueue      int           `conf:"inbound_queue"`
 	InboundQueueBytes int64         `conf:"inbound_queue_bytes"`
+	S2SSingleStream   bool          `conf:"s2s_single_stream"`
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -98,13 +108,16 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // Defaults returns the configuration of a cluster scope with no options set.
 func Defaults() Config {
 	return Config{
-		NATSListen: "127.0.0.1:4222", NATSClusterName: "impetus", NATSStoreDir: "nats",
+		NATSListen: "127.0.0.1:4222", NATSDiscover: true, NATSClusterName: "impetus", NATSStoreDir: "nats",
 		Replicas: DefaultReplicas, BucketPrefix: DefaultBucketPrefix,
 		LeaseTTL: DefaultLeaseTTL, LeaseRenew: DefaultLeaseRenew, FenceAfter: DefaultFenceAfter,
 		AntiEntropy: DefaultAntiEntropy, NodeLossGrace: DefaultNodeLossGrace,
 		NodeLossRate: DefaultNodeLossPresenceRPS, ForwardTimeout: DefaultForwardTimeout,
+		HandoverTimeout:  DefaultHandoverTimeout,
 		MaxPresenceBytes: DefaultMaxPresenceBytes,
+		MaxBatch:         DefaultMaxBatchRecipients,
 		InboundQueue:     DefaultInboundQueue, InboundQueueBytes: DefaultInboundQueueBytes,
+		S2SSingleStream: true,
 	}
 }
 
@@ -153,14 +166,17 @@ func (c *Config) Check() error {
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return errors.New("cluster: replicas must be between 1 and 5")
 	}
-	if c.AntiEntropy <= 0 || c.ForwardTimeout <= 0 {
-		return errors.New("cluster: anti_entropy_interval and forward_timeout must be positive")
+	if c.AntiEntropy <= 0 || c.ForwardTimeout <= 0 || c.HandoverTimeout <= 0 {
+		return errors.New("cluster: anti_entropy_interval, forward_timeout and handover_timeout must be positive")
 	}
 	if c.InboundQueue <= 0 || c.InboundQueueBytes <= 0 {
 		return errors.New("cluster: inbound_queue and inbound_queue_bytes must be positive")
 	}
 	if c.NodeLossRate <= 0 {
 		return errors.New("cluster: node_loss_presence_rate must be positive")
+	}
+	if c.MaxBatch <= 0 {
+		return errors.New("cluster: max_batch_recipients must be positive")
 	}
 	return nil
 }

@@ -63,6 +63,12 @@ func (n *Node) fence(cause error) {
 	if n.hooks.Fenced != nil {
 		n.hooks.Fenced()
 	}
+	if f := n.fed.Load(); f != nil {
+		f.fenced()
+	}
+	if r := n.rooms.Load(); r != nil {
+		r.fenced()
+	}
 	for _, o := range sessions {
 		closeSession(o.s, stanza.NewStreamError("system-shutdown", "this node lost contact with the cluster; connect again"))
 	}
@@ -117,6 +123,10 @@ func (n *Node) sweep(ctx context.Context) {
 	due := time.Now().Add(n.cfg.NodeLossGrace)
 	for o := range confirmed {
 		n.log.Warn("cluster: node lost; removing its sessions", "node", o.node, "incarnation", o.inc, "sessions", len(byOwner[o]))
+		if r := n.rooms.Load(); r != nil {
+			// Rooms of this node drop the occupants connected through the lost node.
+			r.nodeLost(o.node, o.inc)
+		}
 		for _, rec := range byOwner[o] {
 			if err := n.reg.Remove(ctx, rec.Bare, rec.Resource, rec.Rev); err != nil {
 				// Another node removed it, it was written again, or the registry is electing

@@ -99,6 +99,9 @@ func connect(c *Config, emb *embedded, log *slog.Logger) (*nats.Conn, error) {
 			log.Info("cluster: nats reconnected", "url", nc.ConnectedUrl())
 		}),
 	}
+	if !c.NATSDiscover {
+		opts = append(opts, nats.IgnoreDiscoveredServers())
+	}
 	if emb != nil && len(c.NATSURLs) == 0 {
 		opts = append(opts, nats.InProcessServer(emb.srv))
 		return nats.Connect("", opts...)

@@ -85,8 +85,12 @@ type Node struct {
 	// only by the sweep goroutine.
 	suspects map[string]bool
 
-	wake   chan struct{}
-	fenced atomic.Bool
+	wake chan struct{}
+	// rebuild is signalled when the registry stream elected a leader.
+	rebuild chan struct{}
+	fenced  atomic.Bool
+	// fed is the node's federation (s2s.go), once the server started it.
+	fed    atomic.Pointer[Federation]
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -94,6 +98,13 @@ type Node struct {
 	Forwarded atomic.Int64
 	Received  atomic.Int64
 	Cleaned   atomic.Int64
+	// BatchedRecipients counts the recipients of the presence sent in batches (batch.go).
+	BatchedRecipients atomic.Int64
+
+	// rooms gives MUC rooms an owner node (rooms.go), once a service uses it.
+	rooms atomic.Pointer[Rooms]
+	// runCtx ends when the node leaves the cluster; background work started later uses it.
+	runCtx context.Context
 }
 
 // Start connects to NATS (starting the embedded server if configured), takes the node's lease,
@@ -121,6 +132,7 @@ func Start(ctx context.Context, cfg Config, dataDir string, local *router.Local,
 		n.close()
 		return nil, err
 	}
+	n.reg.logger = log
 	var inc uint64
 	for {
 		if inc, err = n.reg.Acquire(octx); err == nil {
@@ -135,9 +147,23 @@ func Start(ctx context.Context, cfg Config, dataDir string, local *router.Local,
 	}
 	rctx, rcancel := context.WithCancel(context.Background())
 	n.cancel = rcancel
+	n.runCtx = rctx
 	if err := n.reg.Watch(rctx, n.watched); err != nil {
 		n.close()
 		return nil, err
+	}
+	// A new leader of the in-memory registry stream may lack the old leader's last writes, and
+	// a watch positioned beyond them would skip the writes that reuse their sequence numbers
+	// (Registry.CheckWatch): the replica is rebuilt as soon as JetStream announces the election.
+	n.rebuild = make(chan struct{}, 1)
+	if _, err = n.nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."+n.reg.StreamName(), func(*nats.Msg) {
+		select {
+		case n.rebuild <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		n.close()
+		return nil, fmt.Errorf("cluster: subscribing to the registry's leader elections: %w", err)
 	}
 	if n.sub, err = n.nc.Subscribe(n.subject, n.handle); err != nil {
 		n.close()
@@ -154,8 +180,9 @@ func Start(ctx context.Context, cfg Config, dataDir string, local *router.Local,
 	n.loop(rctx, cfg.LeaseRenew, n.sweep)
 	n.loop(rctx, cfg.AntiEntropy, n.antiEntropy)
 	n.loop(rctx, 100*time.Millisecond, n.announceLost)
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.presenceWriter(rctx)
+	go n.rebuilder(rctx)
 	log.Info("cluster: node joined", "node", cfg.NodeName, "incarnation", inc, "subject", n.subject)
 	return n, nil
 }
@@ -233,7 +260,11 @@ func (n *Node) Fenced() bool { return n.fenced.Load() }
 // §7.7.2.2: the new session wins).
 func (n *Node) Bind(s router.Session) {
 	if !n.owner() {
-		closeSession(s, stanza.NewStreamError("system-shutdown", "this node is not part of the cluster at the moment; connect again"))
+		// Closed before Bind returns (Bind runs on the session's own goroutine), so that the
+		// client sees nothing answered on a session the cluster does not know.
+		if c, ok := s.(interface{ Close(*stanza.StreamError) }); ok {
+			c.Close(stanza.NewStreamError("system-shutdown", "this node is not part of the cluster at the moment; connect again"))
+		}
 		return
 	}
 	n.local.Bind(s)
@@ -245,6 +276,22 @@ func (n *Node) Bind(s router.Session) {
 	n.mu.Unlock()
 	e := n.entryOf(o)
 	rev, err := n.reg.Claim(context.Background(), full.Bare().String(), full.Resourcepart(), e, n.kick)
+	// While JetStream elects a registry leader (seconds, after a node's crash) claims fail. An
+	// unregistered session is unreachable from the other nodes, whose messages for it go to
+	// offline storage, which only its next initial presence would deliver: the claim is retried
+	// here, on the session's own goroutine, before the client's next stanza (its initial
+	// presence) is read. A registry out of reach for longer fences the node anyway.
+	for start := time.Now(); err != nil && n.owner() && time.Since(start) < n.cfg.FenceAfter; {
+		time.Sleep(n.cfg.LeaseRenew / 4)
+		n.mu.Lock()
+		ours := n.owned[key] == o
+		e = n.entryOf(o)
+		n.mu.Unlock()
+		if !ours {
+			break // unbound meanwhile
+		}
+		rev, err = n.reg.Claim(context.Background(), full.Bare().String(), full.Resourcepart(), e, n.kick)
+	}
 	n.mu.Lock()
 	o.pending = false
 	o.rev = rev
@@ -459,7 +506,18 @@ func (n *Node) watched(rec Record, deleted bool) {
 	if deleted || rec.Node == n.cfg.NodeName {
 		return
 	}
-	n.replacedElsewhere(rec.Bare + "/" + rec.Resource)
+	key := rec.Bare + "/" + rec.Resource
+	n.mu.Lock()
+	o := n.owned[key]
+	older := o != nil && rec.Since < o.since
+	n.mu.Unlock()
+	if older {
+		// Written for a session bound before this one: a lost node's last write committed
+		// after a leader election, or a watch replaying what it had delivered. Anti-entropy
+		// claims the entry back, as it does for a stale entry it finds itself.
+		return
+	}
+	n.replacedElsewhere(key)
 }
 
 // replacedElsewhere closes this node's session of full with <conflict/>, if there is one.
@@ -489,6 +547,16 @@ func (n *Node) handle(m *nats.Msg) {
 	case opKick:
 		n.replacedElsewhere(string(full))
 		_ = m.Respond(replyOK)
+		return
+	case opS2S:
+		if f := n.fed.Load(); f != nil {
+			f.handle(m, string(full), body)
+		} else {
+			_ = m.Respond(s2sUnable)
+		}
+		return
+	case opBatch:
+		n.handleBatch(m.Data[1:])
 		return
 	case opDeliver, opRequest:
 	default:
@@ -546,5 +614,31 @@ func envelope(op byte, full string, el *stanza.Element) []byte {
 func closeSession(s router.Session, serr *stanza.StreamError) {
 	if c, ok := s.(interface{ Close(*stanza.StreamError) }); ok {
 		go c.Close(serr)
+	}
+}
+
+// rebuilder rebuilds the registry replica after each leader election of the registry stream,
+// retrying every lease_renew while JetStream cannot serve the watch yet.
+func (n *Node) rebuilder(ctx context.Context) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.rebuild:
+		}
+		for {
+			err := n.reg.rewatch()
+			if err == nil {
+				n.log.Info("cluster: registry replica rebuilt after a leader election")
+				break
+			}
+			n.log.Warn("cluster: rebuilding the registry replica after a leader election", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(n.cfg.LeaseRenew):
+			}
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,6 +81,7 @@ type Registry struct {
 	sess    jetstream.KeyValue
 	leases  jetstream.KeyValue
 	timeout time.Duration
+	bucket  string // name of the sessions bucket
 
 	mu          sync.RWMutex
 	byBare      map[string]map[string]Record // bare → resource → record
@@ -88,6 +90,11 @@ type Registry struct {
 	watchCancel context.CancelFunc // ends the current watch
 	lastSeen    atomic.Uint64      // highest revision the watches delivered
 	prevLast    uint64             // bucket's last revision at the previous CheckWatch
+	stale       bool               // the replica must be rebuilt (CheckWatch); only CheckWatch uses it
+	prevLeader  string             // the bucket stream's leader at the previous CheckWatch
+
+	// logger, when set, reports the rebuilds of the replica.
+	logger *slog.Logger
 
 	leaseMu  sync.Mutex
 	inc      uint64 // revision of this node's lease key; its incarnation
@@ -102,9 +109,9 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, c *Config) (*Registry, err
 	if err != nil {
 		return nil, fmt.Errorf("cluster: jetstream: %w", err)
 	}
-	r := &Registry{node: c.NodeName, js: js, timeout: c.ForwardTimeout, byBare: map[string]map[string]Record{}}
+	r := &Registry{node: c.NodeName, js: js, timeout: c.ForwardTimeout, byBare: map[string]map[string]Record{}, bucket: c.BucketPrefix + "_sessions"}
 	sessCfg := jetstream.KeyValueConfig{
-		Bucket:   c.BucketPrefix + "_sessions",
+		Bucket:   r.bucket,
 		History:  1,
 		Storage:  jetstream.MemoryStorage,
 		Replicas: c.Replicas,
@@ -145,6 +152,9 @@ func createKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 	return kv, err
 }
 
+// StreamName returns the name of the JetStream stream behind the sessions bucket.
+func (r *Registry) StreamName() string { return "KV_" + r.bucket }
+
 // Watch keeps the replica up to date until ctx ends, calling fn (which may be nil) for each
 // change after the initial values. It returns once the initial values are loaded.
 func (r *Registry) Watch(ctx context.Context, fn func(rec Record, deleted bool)) error {
@@ -164,6 +174,7 @@ func (r *Registry) rewatch() error {
 		return fmt.Errorf("cluster: watching the registry: %w", err)
 	}
 	fresh := map[string]map[string]Record{}
+	var freshSeen uint64 // highest revision of the initial values, read once loaded is closed
 	loaded := make(chan struct{})
 	go func() {
 		defer w.Stop()
@@ -178,7 +189,7 @@ func (r *Registry) rewatch() error {
 			}
 			if initial {
 				applyTo(fresh, e)
-				r.noteSeen(e.Revision())
+				freshSeen = max(freshSeen, e.Revision())
 				continue
 			}
 			r.mu.Lock()
@@ -198,16 +209,25 @@ func (r *Registry) rewatch() error {
 			}
 		}
 	}()
+	// Bounded: a watch whose consumer is lost during the initial load (a leader change)
+	// never delivers its end marker, and the caller (renewal, anti-entropy) must go on.
+	timer := time.NewTimer(30 * r.timeout)
+	defer timer.Stop()
 	select {
 	case <-loaded:
 	case <-wctx.Done():
 		cancel()
 		return wctx.Err()
+	case <-timer.C:
+		cancel()
+		return errors.New("cluster: loading the registry: no end of the initial values")
 	}
 	r.mu.Lock()
 	old := r.watchCancel
 	r.byBare = fresh
 	r.watchCancel = cancel
+	// What the previous watch saw may lie beyond what the bucket holds now (see CheckWatch).
+	r.lastSeen.Store(freshSeen)
 	r.mu.Unlock()
 	if old != nil {
 		old()
@@ -240,9 +260,49 @@ func (r *Registry) CheckWatch(ctx context.Context) error {
 	last := bs.StreamInfo().State.LastSeq
 	prev := r.prevLast
 	r.prevLast = last
-	if prev != 0 && r.lastSeen.Load() < prev {
+	seen := r.lastSeen.Load()
+	leader := ""
+	if ci := bs.StreamInfo().Cluster; ci != nil {
+		leader = ci.Leader
+	}
+	prevLeader := r.prevLeader
+	r.prevLeader = leader
+	switch {
+	case prev != 0 && seen < prev:
 		r.prevLast = 0
 		return r.rewatch()
+	case r.stale:
+		// A rebuild that failed is tried again until it succeeds.
+		if err := r.rewatch(); err != nil {
+			return err
+		}
+		r.stale = false
+	case prevLeader != "" && leader != prevLeader:
+		// A new leader of the in-memory stream may lack the last writes of the old one (a
+		// paused process's replica, a leader killed before it replicated them): the stream's
+		// sequence goes back and a watch positioned beyond it skips the writes below its
+		// position, which the revision comparisons may never notice once the sequence has
+		// caught up. Rebuilt on every leader change, which is rare.
+		r.prevLast = 0
+		r.log("cluster: the registry's leader changed; rebuilding the replica", "leader", leader, "previous", prevLeader)
+		r.stale = true
+		if err := r.rewatch(); err != nil {
+			return err
+		}
+		r.stale = false
+	case last < seen:
+		// The bucket's sequence went back: its in-memory stream lost writes in a leader change
+		// (a paused process's replica, a leader killed with the last writes unreplicated), and
+		// the watch now waits for sequences the stream will write for other keys, skipping
+		// every write below them. Seen only as a stale replica: a node then routed no message to
+		// sessions bound since, and they went to offline storage.
+		r.prevLast = 0
+		r.log("cluster: the registry's last revision went back; rebuilding the replica", "last", last, "seen", seen)
+		r.stale = true
+		if err := r.rewatch(); err != nil {
+			return err
+		}
+		r.stale = false
 	}
 	return nil
 }
@@ -322,6 +382,85 @@ func (r *Registry) Snapshot() []Record {
 		}
 	}
 	return out
+}
+
+// learn adds a record another node vouched for to the replica when the replica has none for
+// its full JID yet; the watch replaces it with the bucket's entry when it catches up. The
+// record is unavailable, so it never changes where messages to the bare JID go.
+func (r *Registry) learn(rec Record) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.byBare[rec.Bare][rec.Resource]; ok {
+		return
+	}
+	rec.Avail, rec.Prio = false, 0
+	if r.byBare[rec.Bare] == nil {
+		r.byBare[rec.Bare] = map[string]Record{}
+	}
+	r.byBare[rec.Bare][rec.Resource] = rec
+}
+
+// Fetch reads the bucket's entries of a bare JID, or of one of its resources when resource is
+// set, bypassing the replica, and puts into the replica those it lacks or holds at an older
+// revision. It reports whether one of them is older than what the watch already delivered:
+// the watch skipped it and the replica cannot be trusted (a newer one is only the watch's lag).
+func (r *Registry) Fetch(ctx context.Context, bare, resource string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	var entries []jetstream.KeyValueEntry
+	if resource != "" {
+		e, err := r.sess.Get(ctx, sessionKey(bare, resource))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		entries = append(entries, e)
+	} else {
+		w, err := r.sess.WatchFiltered(ctx, []string{"s." + base64.RawURLEncoding.EncodeToString([]byte(bare)) + ".*"}, jetstream.IgnoreDeletes())
+		if err != nil {
+			return false, err
+		}
+		defer w.Stop()
+	read:
+		for {
+			select {
+			case e := <-w.Updates():
+				if e == nil {
+					break read
+				}
+				entries = append(entries, e)
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		}
+	}
+	skipped := false
+	seen := r.lastSeen.Load()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range entries {
+		if cur, ok := r.byBare[bare]; ok {
+			if rec, ok := cur[resourceOf(e.Key())]; ok && rec.Rev >= e.Revision() {
+				continue
+			}
+		}
+		m := map[string]map[string]Record{bare: r.byBare[bare]}
+		if m[bare] == nil {
+			m[bare] = map[string]Record{}
+		}
+		if _, deleted := applyTo(m, e); !deleted {
+			r.byBare[bare] = m[bare]
+			skipped = skipped || e.Revision() <= seen
+		}
+	}
+	return skipped, nil
+}
+
+func resourceOf(key string) string {
+	_, res, _ := parseSessionKey(key)
+	return res
 }
 
 // forget drops a record from the replica before the watch reports it gone, after the owning
@@ -507,4 +646,10 @@ func (r *Registry) Remove(ctx context.Context, bare, resource string, rev uint64
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	return r.sess.Delete(ctx, sessionKey(bare, resource), jetstream.LastRevision(rev))
+}
+
+func (r *Registry) log(msg string, args ...any) {
+	if r.logger != nil {
+		r.logger.Warn(msg, args...)
+	}
 }

@@ -94,6 +94,12 @@ func (n *Node) forward(r *remote, el *stanza.Element) bool {
 // Route implements router.Router. The rules of RFC 6121 §8.5 are applied here, once, on the
 // sending node, over every resource of the account in the cluster (router.Rules).
 func (n *Node) Route(ctx context.Context, el *stanza.Element, to jid.JID) error {
+	if b, ok := ctx.Value(batchKey{}).(*batch); ok {
+		return n.routeBatched(ctx, b, el, to)
+	}
+	if el.Local != "presence" {
+		n.checkMiss(ctx, to)
+	}
 	return n.rules.Route(ctx, el, to)
 }
 

@@ -53,7 +53,7 @@ func (r *Rules) Route(ctx context.Context, el *stanza.Element, to jid.JID) error
 		// Directed presence to a bare JID goes to every available resource (RFC 6121 §4.6).
 		for _, s := range r.Sessions(to) {
 			if s.Available() || typ != "" {
-				s.Deliver(el)
+				r.deliver(s, el)
 			}
 		}
 		return nil

@@ -169,17 +169,11 @@ func (m *Manager) dialbackSecret(domain string) []byte {
 // Send queues a stanza for a remote domain: it is the core's Remote function. A stanza that
 // cannot be sent is reported through the returned error, or bounced later when its stream fails.
 func (m *Manager) Send(ctx context.Context, el *stanza.Element, to jid.JID) error {
-	from, err := jid.Parse(el.Attr("from"))
-	if err != nil || !m.cfg.Hosted(from.Domainpart()) {
-		return stanza.NewError("remote-server-not-found", "only hosted domains send to other servers")
+	local, remote, err := m.Pair(el, to)
+	if err != nil {
+		return err
 	}
-	p := pair{local: from.Domainpart(), remote: to.Domainpart()}
-	if m.cfg.Hosted(p.remote) {
-		return stanza.NewError("remote-server-not-found", "the domain is hosted here")
-	}
-	if !m.cfg.RemoteAllowed(p.remote) {
-		return stanza.NewError("remote-server-not-found", "federation with "+p.remote+" is not enabled on this server")
-	}
+	p := pair{local: local, remote: remote}
 	for attempt := 0; attempt < 2; attempt++ {
 		m.mu.Lock()
 		if m.closed {
@@ -216,6 +210,33 @@ func (m *Manager) Send(ctx context.Context, el *stanza.Element, to jid.JID) erro
 		}
 	}
 	return stanza.NewError("remote-server-timeout", "")
+}
+
+// Pair returns the local and remote domain of the outbound stream a stanza for to goes on, or
+// the stanza error that refuses it before any stream is involved.
+func (m *Manager) Pair(el *stanza.Element, to jid.JID) (local, remote string, err error) {
+	from, err := jid.Parse(el.Attr("from"))
+	if err != nil || !m.cfg.Hosted(from.Domainpart()) {
+		return "", "", stanza.NewError("remote-server-not-found", "only hosted domains send to other servers")
+	}
+	if m.cfg.Hosted(to.Domainpart()) {
+		return "", "", stanza.NewError("remote-server-not-found", "the domain is hosted here")
+	}
+	if !m.cfg.RemoteAllowed(to.Domainpart()) {
+		return "", "", stanza.NewError("remote-server-not-found", "federation with "+to.Domainpart()+" is not enabled on this server")
+	}
+	return from.Domainpart(), to.Domainpart(), nil
+}
+
+// CloseOutbound ends the outbound stream of a domain pair, if there is one, letting what is
+// queued on it leave first. A cluster calls it when another node took the pair over.
+func (m *Manager) CloseOutbound(local, remote string) {
+	m.mu.Lock()
+	s := m.out[pair{local: local, remote: remote}]
+	m.mu.Unlock()
+	if s != nil {
+		s.close(nil, false)
+	}
 }
 
 // streamDone forgets an outbound stream that ended, and records the failure for backoff.

@@ -9,7 +9,9 @@ import (
 	"impetus/internal/config"
 	"impetus/internal/metrics"
 	"impetus/internal/module"
+	"impetus/internal/modules/blocking"
 	"impetus/internal/modules/carbons"
+	"impetus/internal/modules/muc"
 	"impetus/internal/modules/roster"
 	"impetus/internal/router"
 	"impetus/internal/stanza"
@@ -40,6 +42,10 @@ func (s *Server) startCluster(ctx context.Context, acc router.Accounts) (router.
 		return nil, err
 	}
 	s.cluster = n
+	if err := n.ServeHandover(&s.streams); err != nil {
+		n.Close()
+		return nil, err
+	}
 	metrics.Default.CounterFunc("impetus_cluster_stanzas_total", "Stanzas forwarded to and received from other cluster nodes.", "direction", func() map[string]uint64 {
 		return map[string]uint64{"forwarded": uint64(n.Forwarded.Load()), "received": uint64(n.Received.Load())}
 	})
@@ -65,6 +71,14 @@ func (s *Server) clusterHooks() {
 		return
 	}
 	for _, h := range s.hosts {
+		if svc := muc.ForHost(h); svc != nil {
+			// Every room gets one owner node; the others forward its stanzas there.
+			if rooms, err := s.cluster.Rooms(context.Background()); err != nil {
+				s.log.Error("cluster: MUC rooms stay local to this node", "domain", h.Domain, "err", err)
+			} else {
+				svc.SetCluster(rooms)
+			}
+		}
 		if h.Service() != nil {
 			continue
 		}
@@ -83,10 +97,16 @@ func (s *Server) clusterHooks() {
 			switch typ := st.El.Attr("type"); {
 			case typ == stanza.Get && st.El.Child(roster.NS, "query") != nil:
 				s.cluster.MarkInterested(st.Session, roster.NS, true)
+			case typ == stanza.Get && st.El.Child(blocking.NS, "blocklist") != nil:
+				s.cluster.MarkInterested(st.Session, blocking.NS, true)
 			case typ == stanza.Set && st.El.Child(carbons.NS, "enable") != nil:
 				s.cluster.MarkInterested(st.Session, carbons.NS, true)
 			case typ == stanza.Set && st.El.Child(carbons.NS, "disable") != nil:
 				s.cluster.MarkInterested(st.Session, carbons.NS, false)
+				// A session resumed from another node forgets it enabled carbons there.
+				if r, ok := st.Session.(interface{ SetInterested(string, bool) }); ok {
+					r.SetInterested(carbons.NS, false)
+				}
 			}
 			return module.Continue, nil
 		})
@@ -106,6 +126,8 @@ func (s *Server) announceGone(ctx context.Context, full jid.JID) {
 			stanza.Attr{Name: "from", Value: full.String()},
 			stanza.Attr{Name: "to", Value: to})
 	}
+	ctx, done := router.Batch(ctx, s.cluster)
+	defer done()
 	if r := roster.ForHost(h); r != nil {
 		items, _, err := r.Store().All(ctx, full.Bare().String())
 		if err != nil {
@@ -130,3 +152,5 @@ func (s *Server) stopCluster() {
 		s.cluster.Close()
 	}
 }
+
+var _ muc.Cluster = (*cluster.Rooms)(nil)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -9,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"impetus/internal/cluster"
 	"impetus/internal/config"
+	"impetus/internal/metrics"
 	"impetus/internal/s2s"
 	"impetus/internal/stanza"
 )
@@ -48,6 +51,10 @@ func (s *Server) startFederation(lc *config.Listener, hosted map[string]bool, do
 			if dom := s.liveConfig().Domain(d); dom != nil && dom.Role == config.RoleServer && dom.DialbackSecret != "" {
 				return []byte(dom.DialbackSecret)
 			}
+			if s.fed != nil {
+				// In a cluster every node must answer a peer's db:verify for keys any node gave.
+				return s.fed.DialbackSecret()
+			}
 			return nil
 		},
 		RemoteAllowed: func(d string) bool {
@@ -77,11 +84,51 @@ func (s *Server) startFederation(lc *config.Listener, hosted map[string]bool, do
 		Log:                      s.log.With("subsystem", "s2s"),
 	})
 	s.core.Remote = s.s2s.Send
+	return s.clusterFederation()
+}
+
+// clusterFederation gives the nodes of a cluster one dialback secret and makes a node hold the
+// outgoing stream of a domain pair only when it owns the pair, forwarding to the owner
+// otherwise (cluster.md, "Federation"). A single node keeps the manager's Send, and so does a
+// cluster with s2s_single_stream = false.
+func (s *Server) clusterFederation() error {
+	if s.cluster == nil {
+		return nil
+	}
+	cc, err := cluster.FromConfig(s.cfg)
+	if err != nil || cc == nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f, err := s.cluster.StartFederation(ctx, cluster.FederationHooks{
+		Send: s.s2s.Send,
+		Pair: s.s2s.Pair,
+		Drop: s.s2s.CloseOutbound,
+	})
+	if err != nil {
+		return err
+	}
+	s.fed = f
+	if !cc.S2SSingleStream {
+		return nil
+	}
+	s.core.Remote = f.Send
+	metrics.Default.CounterFunc("impetus_cluster_s2s_stanzas_total", "Stanzas for other servers forwarded to and received from the cluster node holding their stream.", "direction", func() map[string]uint64 {
+		return map[string]uint64{"forwarded": uint64(f.Forwarded.Load()), "received": uint64(f.Received.Load())}
+	})
+	metrics.Default.CounterFunc("impetus_cluster_s2s_takeovers_total", "Domain pairs this node took over from a lost or fenced node.", "node", func() map[string]uint64 {
+		return map[string]uint64{cc.NodeName: uint64(f.Takeovers.Load())}
+	})
 	return nil
 }
 
 // stopFederation ends every server stream; outbound streams say system-shutdown.
 func (s *Server) stopFederation() {
+	if s.fed != nil {
+		// The pairs are released first, so other nodes open their own streams at once.
+		s.fed.Close()
+	}
 	if s.s2s != nil {
 		s.s2s.Close(5 * time.Second)
 	}

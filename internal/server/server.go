@@ -75,6 +75,9 @@ type Server struct {
 	web *httpd.Server
 	// cluster is this node of a cluster, or nil for a single node (cluster.go).
 	cluster *cluster.Node
+	// fed holds the cluster's outgoing server streams, one node per domain pair, or is nil
+	// (federation.go).
+	fed *cluster.Federation
 }
 
 // LoadConfig loads and checks a configuration as the server will use it: the language and

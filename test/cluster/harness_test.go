@@ -104,13 +104,29 @@ func pgSchemaURL(t *testing.T) string {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// The kernel may hand out a port it just released again, so ports given to one test
+	// process are remembered: two nodes configured with the same port would leave one of
+	// them failing to bind while the other answers in its place.
+	usedPortsMu.Lock()
+	defer usedPortsMu.Unlock()
+	for {
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !usedPorts[port] {
+			usedPorts[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
+
+var (
+	usedPortsMu sync.Mutex
+	usedPorts   = map[int]bool{}
+)
 
 // node is one Impetus process of the cluster.
 type node struct {

@@ -147,6 +147,10 @@ func (l *Last) closed(ctx context.Context, s module.Session) {
 	status := l.status[s]
 	delete(l.status, s)
 	l.mu.Unlock()
+	if module.IsHandover(ctx) {
+		// The session goes on on another node of a cluster: the user did not log out.
+		return
+	}
 	bare := s.JID().Bare()
 	for _, o := range l.h.Router.Sessions(bare) {
 		if o != router.Session(s) {

@@ -6,7 +6,9 @@
 // Every room lives in memory while it exists; persistent rooms keep their configuration,
 // affiliations and subject in the Map store "muc_rooms" (user: the service domain, key: the
 // room's localpart) and are loaded at start-up. A room's archive is the Archive store
-// "muc_archive" under the room's bare JID.
+// "muc_archive" under the room's bare JID. In a cluster (cluster.go) each room lives on one
+// owner node at a time, the other nodes forward its stanzas there, and persistent rooms are
+// loaded by the node that takes them rather than at start-up.
 //
 // A room serializes its state changes with one mutex. Stanzas a change produces are queued
 // under that mutex and sent after it is released, in queue order, by whichever goroutine
@@ -192,6 +194,10 @@ type Service struct {
 
 	mu    sync.Mutex
 	rooms map[string]*Room // by localpart
+	// cluster, when set, gives each room one owner node (cluster.go); remote tracks the local
+	// sessions in rooms other nodes own, by room localpart and real full JID.
+	cluster Cluster
+	remote  map[string]map[string]remoteOccupant
 
 	// stop ends the archive expiry sweep; done is closed when it has ended.
 	stop, done chan struct{}
@@ -249,6 +255,9 @@ func (s *Service) Provision(h *module.Host) error {
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
 		go s.sweepLoop()
 	}
+	servicesMu.Lock()
+	services[h] = s
+	servicesMu.Unlock()
 	return nil
 }
 
@@ -259,6 +268,9 @@ func (s *Service) Stop() error {
 		<-s.done
 		s.stop = nil
 	}
+	servicesMu.Lock()
+	delete(services, s.host)
+	servicesMu.Unlock()
 	return nil
 }
 
@@ -278,7 +290,7 @@ func (s *Service) serviceInfo(_ context.Context, iq *module.IQ) (*stanza.Element
 }
 
 // serviceItems lists the public rooms (XEP-0045 §6.3); locked and hidden rooms stay out.
-func (s *Service) serviceItems(_ context.Context, iq *module.IQ) (*stanza.Element, error) {
+func (s *Service) serviceItems(ctx context.Context, iq *module.IQ) (*stanza.Element, error) {
 	if iq.Payload.Attr("node") != "" {
 		return nil, stanza.ErrItemNotFound
 	}
@@ -296,6 +308,18 @@ func (s *Service) serviceItems(_ context.Context, iq *module.IQ) (*stanza.Elemen
 			list = append(list, entry{r.jid.String(), r.cfg.Name})
 		}
 		r.mu.Unlock()
+	}
+	if s.cluster != nil {
+		// Rooms held by other nodes, or by none until someone enters, are listed from storage.
+		seen := make(map[string]bool, len(list))
+		for _, e := range list {
+			seen[e.jid] = true
+		}
+		for j, name := range s.storedPublicRooms(ctx) {
+			if !seen[j] {
+				list = append(list, entry{j, name})
+			}
+		}
 	}
 	slices.SortFunc(list, func(a, b entry) int { return strings.Compare(a.jid, b.jid) })
 	q := stanza.NewElement(NSDiscoItem, "query")
@@ -323,6 +347,11 @@ func feature(v string) *stanza.Element {
 
 // serve is the module.ServiceFunc: it takes every stanza for a room or an occupant.
 func (s *Service) serve(ctx context.Context, st *module.Stanza) error {
+	if s.cluster != nil {
+		if done, err := s.clustered(ctx, st); done || err != nil {
+			return err
+		}
+	}
 	name := st.To.Localpart()
 	typ := st.El.Attr("type")
 	if st.El.Local == "presence" && (typ == "" || typ == "unavailable") {
@@ -448,10 +477,16 @@ func (s *Service) mayCreate(creator jid.JID) bool {
 // forget removes a destroyed room from the service.
 func (s *Service) forget(r *Room) {
 	s.mu.Lock()
-	if s.rooms[r.jid.Localpart()] == r {
+	mine := s.rooms[r.jid.Localpart()] == r
+	if mine {
 		delete(s.rooms, r.jid.Localpart())
 	}
+	c := s.cluster
 	s.mu.Unlock()
+	if mine && c != nil {
+		// A fresh room of the same name may be created on any node.
+		c.Release(context.Background(), r.jid)
+	}
 }
 
 // isAdmin reports whether a bare JID is a service administrator.

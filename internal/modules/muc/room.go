@@ -9,6 +9,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"impetus/internal/router"
 	"impetus/internal/stanza"
 )
 
@@ -234,6 +235,9 @@ func (r *Room) flush(ctx context.Context) {
 		return
 	}
 	r.draining = true
+	// Presence for occupants on another node of a cluster travels as one transfer per node;
+	// a message in the queue sends the presence collected before it first, keeping the order.
+	ctx, done := router.Batch(ctx, r.svc.host.Router)
 	for len(r.out) > 0 {
 		batch := r.out
 		r.out = nil
@@ -241,6 +245,7 @@ func (r *Room) flush(ctx context.Context) {
 		for _, el := range batch {
 			r.svc.send(ctx, el)
 		}
+		done()
 		r.mu.Lock()
 	}
 	r.draining = false

@@ -58,31 +58,38 @@ func (s *Service) load(ctx context.Context) error {
 		return fmt.Errorf("muc: loading rooms of %s: %w", s.domain, err)
 	}
 	for name, data := range all {
-		var sr storedRoom
-		if err := json.Unmarshal(data, &sr); err != nil {
-			s.host.Log.Error("muc: skipping a damaged stored room", "room", name, "err", err)
-			continue
+		if r := s.restore(ctx, name, data); r != nil {
+			s.rooms[name] = r
 		}
-		bare, err := jid.New(name, s.domain, "")
-		if err != nil {
-			s.host.Log.Error("muc: skipping a stored room with an invalid name", "room", name, "err", err)
-			continue
-		}
-		sr.Config.normalize(s.Opts.MaxOccupants)
-		r := newRoom(s, bare, sr.Config)
-		for k, v := range sr.Affiliations {
-			if a, ok := parseAffiliation(v); ok && a != AffNone {
-				r.aff[k] = a
-			}
-		}
-		for k, n := range sr.Nicks {
-			if r.aff[k] >= Member && n != "" {
-				r.nicks[k] = n
-			}
-		}
-		r.subject, r.subjectBy, r.subjectAt = sr.Subject, sr.SubjectBy, sr.SubjectAt
-		r.loadHistory(ctx)
-		s.rooms[name] = r
 	}
 	return nil
+}
+
+// restore rebuilds a stored room, or returns nil for a damaged entry.
+func (s *Service) restore(ctx context.Context, name string, data []byte) *Room {
+	var sr storedRoom
+	if err := json.Unmarshal(data, &sr); err != nil {
+		s.host.Log.Error("muc: skipping a damaged stored room", "room", name, "err", err)
+		return nil
+	}
+	bare, err := jid.New(name, s.domain, "")
+	if err != nil {
+		s.host.Log.Error("muc: skipping a stored room with an invalid name", "room", name, "err", err)
+		return nil
+	}
+	sr.Config.normalize(s.Opts.MaxOccupants)
+	r := newRoom(s, bare, sr.Config)
+	for k, v := range sr.Affiliations {
+		if a, ok := parseAffiliation(v); ok && a != AffNone {
+			r.aff[k] = a
+		}
+	}
+	for k, n := range sr.Nicks {
+		if r.aff[k] >= Member && n != "" {
+			r.nicks[k] = n
+		}
+	}
+	r.subject, r.subjectBy, r.subjectAt = sr.Subject, sr.SubjectBy, sr.SubjectAt
+	r.loadHistory(ctx)
+	return r
 }

@@ -126,6 +126,13 @@ func (p *Presence) available(ctx context.Context, s module.Session, el *stanza.E
 	_, wasAvailable := p.last[s]
 	p.last[s] = el
 	p.mu.Unlock()
+	if module.IsHandover(ctx) {
+		// A session resumed from another node of a cluster: its contacts saw this presence.
+		return
+	}
+	// In a cluster, the broadcast reaches each other node in one transfer per distinct stanza.
+	ctx, done := router.Batch(ctx, p.h.Router)
+	defer done()
 
 	items, _, err := p.r.Store().All(ctx, bare.String())
 	if err != nil {
@@ -191,6 +198,8 @@ func (p *Presence) unavailable(ctx context.Context, s router.Session, el *stanza
 	directed := p.directed[s]
 	delete(p.directed, s)
 	p.mu.Unlock()
+	ctx, done := router.Batch(ctx, p.h.Router)
+	defer done()
 
 	covered := map[string]bool{}
 	if wasAvailable {
@@ -227,6 +236,12 @@ func (p *Presence) closed(ctx context.Context, s module.Session) {
 	p.mu.Lock()
 	_, avail := p.last[s]
 	n := len(p.directed[s])
+	if module.IsHandover(ctx) {
+		// The session goes on on another node of a cluster: nothing to announce.
+		delete(p.last, s)
+		delete(p.directed, s)
+		avail, n = false, 0
+	}
 	p.mu.Unlock()
 	if !avail && n == 0 {
 		return
