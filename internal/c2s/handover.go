@@ -216,18 +216,7 @@ func (s *Session) resumeRemote(ho Handover, previd string, h uint32, wrap func(r
 	// o.mu meanwhile, and follow the retransmitted stanzas.
 	s.bound.Store(true)
 	s.cfg.Core.Router.Bind(s)
-	for _, w := range wrap(stanza.NewElement(NSSM, "resumed",
-		stanza.Attr{Name: "previd", Value: o.id},
-		stanza.Attr{Name: "h", Value: strconv.FormatUint(uint64(o.inH), 10)})) {
-		s.write(w)
-	}
-	for _, q := range o.queue {
-		s.write(q)
-	}
-	if len(o.queue) > 0 {
-		o.request()
-	}
-	unacked := len(o.queue)
+	unacked := s.writeResumed(o, wrap)
 	o.mu.Unlock()
 	ho.Taken(st)
 	if m, ok := s.cfg.Core.Router.(interface {

@@ -478,19 +478,7 @@ func (s *Session) resumeWith(el *stanza.Element, wrap func(resumed *stanza.Eleme
 	s.owner = old
 	s.jid = old.jid
 	s.log = s.log.With("jid", old.jid.String())
-	for _, w := range wrap(stanza.NewElement(NSSM, "resumed",
-		stanza.Attr{Name: "previd", Value: o.id},
-		stanza.Attr{Name: "h", Value: strconv.FormatUint(uint64(o.inH), 10)})) {
-		s.write(w)
-	}
-	// The unacknowledged stanzas again, in order; they keep their place in the count.
-	for _, q := range o.queue {
-		s.write(q)
-	}
-	if len(o.queue) > 0 {
-		o.request()
-	}
-	unacked := len(o.queue)
+	unacked := s.writeResumed(o, wrap)
 	o.mu.Unlock()
 	s.bound.Store(true)
 	if prev != nil {
@@ -664,4 +652,22 @@ func (s *Session) smReplaced() bool {
 		go s.endSession(context.Background())
 	}
 	return true
+}
+
+// writeResumed writes <resumed/> (wrapped as the resumption asked) and then the
+// unacknowledged stanzas again, in order, which keep their place in the count; it returns
+// how many there were. Called with o.mu held.
+func (s *Session) writeResumed(o *outState, wrap func(resumed *stanza.Element) []*stanza.Element) int {
+	for _, w := range wrap(stanza.NewElement(NSSM, "resumed",
+		stanza.Attr{Name: "previd", Value: o.id},
+		stanza.Attr{Name: "h", Value: strconv.FormatUint(uint64(o.inH), 10)})) {
+		s.write(w)
+	}
+	for _, q := range o.queue {
+		s.write(q)
+	}
+	if len(o.queue) > 0 {
+		o.request()
+	}
+	return len(o.queue)
 }

@@ -43,25 +43,31 @@ var ErrFenced = errors.New("cluster: node fenced: no lease")
 
 // sessionKey is the KV key of a full JID. Key characters are restricted, so both parts are
 // unpadded base64url; the bare part first lets a watch be filtered by account.
-func sessionKey(bare, resource string) string {
-	return "s." + base64.RawURLEncoding.EncodeToString([]byte(bare)) + "." + base64.RawURLEncoding.EncodeToString([]byte(resource))
+func sessionKey(bare, resource string) string { return pairOfKey("s.", bare, resource) }
+
+func parseSessionKey(k string) (bare, resource string, ok bool) { return parsePairOfKey("s.", k) }
+
+// pairOfKey builds a KV key of two strings under prefix: each part unpadded base64url, since
+// key characters are restricted.
+func pairOfKey(prefix, a, b string) string {
+	return prefix + base64.RawURLEncoding.EncodeToString([]byte(a)) + "." + base64.RawURLEncoding.EncodeToString([]byte(b))
 }
 
-func parseSessionKey(k string) (bare, resource string, ok bool) {
-	rest, found := strings.CutPrefix(k, "s.")
+func parsePairOfKey(prefix, k string) (a, b string, ok bool) {
+	rest, found := strings.CutPrefix(k, prefix)
 	if !found {
 		return "", "", false
 	}
-	b64b, b64r, found := strings.Cut(rest, ".")
+	ea, eb, found := strings.Cut(rest, ".")
 	if !found {
 		return "", "", false
 	}
-	b, err1 := base64.RawURLEncoding.DecodeString(b64b)
-	r, err2 := base64.RawURLEncoding.DecodeString(b64r)
+	da, err1 := base64.RawURLEncoding.DecodeString(ea)
+	db, err2 := base64.RawURLEncoding.DecodeString(eb)
 	if err1 != nil || err2 != nil {
 		return "", "", false
 	}
-	return string(b), string(r), true
+	return string(da), string(db), true
 }
 
 func leaseKey(node string) string { return "n." + node }

@@ -214,10 +214,13 @@ func TestRoomHasOneOwnerAndFailsOver(t *testing.T) {
 	a.cancel()
 	a.wg.Wait()
 	a.nc.Close()
-	eventually(t, "b is told that a was lost", func() bool {
-		_, lost := sb.count()
-		return len(lost) > 0 && lost[0] == "a:false"
-	})
+	// Both must have learned of the loss: a node that has not yet still names a as the owner.
+	for name, sv := range map[string]*roomSvc{"b": sb, "c": sc} {
+		eventually(t, name+" is told that a was lost", func() bool {
+			_, lost := sv.count()
+			return len(lost) > 0 && lost[0] == "a:false"
+		})
+	}
 	type claim struct {
 		node         string
 		local, fresh bool

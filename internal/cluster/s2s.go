@@ -104,26 +104,9 @@ type Federation struct {
 }
 
 // pairKey is the key of a domain pair in the s2s bucket.
-func pairKey(local, remote string) string {
-	return "o." + base64.RawURLEncoding.EncodeToString([]byte(local)) + "." + base64.RawURLEncoding.EncodeToString([]byte(remote))
-}
+func pairKey(local, remote string) string { return pairOfKey("o.", local, remote) }
 
-func parsePairKey(k string) (local, remote string, ok bool) {
-	rest, found := strings.CutPrefix(k, "o.")
-	if !found {
-		return "", "", false
-	}
-	a, b, found := strings.Cut(rest, ".")
-	if !found {
-		return "", "", false
-	}
-	l, err1 := base64.RawURLEncoding.DecodeString(a)
-	r, err2 := base64.RawURLEncoding.DecodeString(b)
-	if err1 != nil || err2 != nil {
-		return "", "", false
-	}
-	return string(l), string(r), true
-}
+func parsePairKey(k string) (local, remote string, ok bool) { return parsePairOfKey("o.", k) }
 
 // StartFederation opens the s2s bucket, loads (or creates) the cluster's dialback secret and
 // starts serving stanzas other nodes forward for the pairs this node owns.

@@ -277,39 +277,9 @@ func (p *fedPeer) echo(t *testing.T) {
 // and second.localhost (without) hosted, and Prosody's domain reached through a Gateway.
 func startFedCluster(t *testing.T, pg string, users map[string]string, peer *fedPeer) []*node {
 	t.Helper()
-	dir := t.TempDir()
-	passwd := filepath.Join(dir, "passwd")
-	var pw strings.Builder
-	for u, p := range users {
-		fmt.Fprintf(&pw, "%s:%s\n", u, p)
-	}
-	if err := os.WriteFile(passwd, []byte(pw.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	nodes := make([]*node, 3)
-	for i := range nodes {
-		nodes[i] = &node{t: t, name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			xmpp: freePort(t), nats: freePort(t), route: freePort(t), out: &syncBuffer{}, exited: make(chan struct{})}
-	}
 	// Nothing listens on this port: connections to fedDownDomain are refused.
 	closed := freePort(t)
-	// Prosody reaches the cluster through the second node: that node answers its dialback
-	// verifications and receives its streams, while another node holds the outgoing stream.
-	peer.start(t, nodes[1].addr())
-	for _, n := range nodes {
-		var routes []string
-		for _, o := range nodes {
-			if o != n {
-				routes = append(routes, fmt.Sprintf("%q", fmt.Sprintf("nats://127.0.0.1:%d", o.route)))
-			}
-		}
-		conf := fmt.Sprintf(`xmpp {
-  debug_level = "INFO"
-  storage = "pg"
-  max_offline_messages = 0
-}
-Datasource "pg" { uri = ( %q ) }
-domain "#xmpp#%s" {
+	domains := fmt.Sprintf(`domain "#xmpp#%s" {
   XMPP_Role = "server"
   XMPP_Dialback_Secret = %q
 }
@@ -321,45 +291,13 @@ domain "#xmpp#%s" {
 domain "#xmpp#%s" {
   XMPP_Role = "client"
   Gateway = "127.0.0.1:%d"
-}
-xmpp_listener {
-  AuthPlainParameters = [ uri = %q ]
-  Listen "127.0.0.1:%d" { allow_plain_without_tls = true }
-}
-xmpp_cluster {
-  node_name = %q
-  embedded_nats = true
-  nats_listen = "127.0.0.1:%d"
-  nats_cluster_listen = "127.0.0.1:%d"
-  nats_routes = ( %s )
-  replicas = 3
-  lease_ttl = 15
-  lease_renew = 1
-  fence_after = 13
-  anti_entropy_interval = 5
-  node_loss_grace = 1
-}
-`, pg, domain, fedSecret, fedSecondDomain, fedPeerDomain, peer.s2s(), fedDownDomain, closed, "file://"+passwd, n.xmpp, n.name, n.nats, n.route, strings.Join(routes, " "))
-		if err := os.MkdirAll(n.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		cfg := filepath.Join(n.dir, "impetus.conf")
-		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		n.clientURL = fmt.Sprintf("nats://127.0.0.1:%d", n.nats)
-		n.cmd = exec.Command(serverBin, "serve", "--config", cfg, "--data", filepath.Join(n.dir, "data"))
-		n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
-		if err := n.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func(n *node) { _ = n.cmd.Wait(); close(n.exited) }(n)
-		t.Cleanup(n.stop)
-	}
-	for _, n := range nodes {
-		n.waitReady()
-	}
-	return nodes
+}`, domain, fedSecret, fedSecondDomain, fedPeerDomain, peer.s2s(), fedDownDomain, closed)
+	return startClusterSpec(t, pg, users, clusterSpec{
+		domains: domains,
+		// Prosody reaches the cluster through the second node: that node answers its dialback
+		// verifications and receives its streams, while another node holds the outgoing stream.
+		prepare: func(nodes []*node) { peer.start(t, nodes[1].addr()) },
+	})
 }
 
 // s2sConnsTo counts the ESTABLISHED TCP connections from 127.0.0.1 (every node of the cluster)

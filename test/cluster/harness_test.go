@@ -166,6 +166,43 @@ func (n *node) addr() string { return fmt.Sprintf("127.0.0.1:%d", n.xmpp) }
 // embedded NATS servers need each other for a JetStream quorum before the nodes listen.
 func startCluster(t *testing.T, pg string, users map[string]string) []*node {
 	t.Helper()
+	return startClusterSpec(t, pg, users, clusterSpec{})
+}
+
+// clusterSpec varies the three-node cluster startClusterSpec builds.
+type clusterSpec struct {
+	// domains replaces the hosted domain's scope: more domains, services, gateways.
+	domains string
+	// nats returns the NATS lines of node i's xmpp_cluster scope and sets its clientURL; nil
+	// gives every node an embedded server routed to the others'.
+	nats func(i int, nodes []*node) string
+	// replicas of the registry buckets; 0 means 3.
+	replicas int
+	// prepare runs once every node has its ports, before any starts.
+	prepare func(nodes []*node)
+	// waitFirst, when above 0, starts that many nodes and waits for them before the rest
+	// (nodes that reach NATS through the first ones).
+	waitFirst int
+}
+
+// embeddedNATS is the default NATS of node i: an embedded server routed to the other nodes'.
+func embeddedNATS(i int, nodes []*node) string {
+	n := nodes[i]
+	var routes []string
+	for _, o := range nodes {
+		if o != n {
+			routes = append(routes, fmt.Sprintf("%q", fmt.Sprintf("nats://127.0.0.1:%d", o.route)))
+		}
+	}
+	n.clientURL = fmt.Sprintf("nats://127.0.0.1:%d", n.nats)
+	return fmt.Sprintf(`embedded_nats = true
+  nats_listen = "127.0.0.1:%d"
+  nats_cluster_listen = "127.0.0.1:%d"
+  nats_routes = ( %s )`, n.nats, n.route, strings.Join(routes, " "))
+}
+
+func startClusterSpec(t *testing.T, pg string, users map[string]string, spec clusterSpec) []*node {
+	t.Helper()
 	dir := t.TempDir()
 	passwd := filepath.Join(dir, "passwd")
 	var pw strings.Builder
@@ -175,43 +212,46 @@ func startCluster(t *testing.T, pg string, users map[string]string) []*node {
 	if err := os.WriteFile(passwd, []byte(pw.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if spec.domains == "" {
+		spec.domains = fmt.Sprintf(`domain "#xmpp#%s" { XMPP_Role = "server" }`, domain)
+	}
+	if spec.nats == nil {
+		spec.nats = embeddedNATS
+	}
+	if spec.replicas == 0 {
+		spec.replicas = 3
+	}
 	nodes := make([]*node, 3)
 	for i := range nodes {
 		nodes[i] = &node{t: t, name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
 			xmpp: freePort(t), nats: freePort(t), route: freePort(t), out: &syncBuffer{}, exited: make(chan struct{})}
 	}
-	for _, n := range nodes {
-		var routes []string
-		for _, o := range nodes {
-			if o != n {
-				routes = append(routes, fmt.Sprintf("%q", fmt.Sprintf("nats://127.0.0.1:%d", o.route)))
-			}
-		}
+	if spec.prepare != nil {
+		spec.prepare(nodes)
+	}
+	for i, n := range nodes {
 		conf := fmt.Sprintf(`xmpp {
   debug_level = "INFO"
   storage = "pg"
   max_offline_messages = 0
 }
 Datasource "pg" { uri = ( %q ) }
-domain "#xmpp#%s" { XMPP_Role = "server" }
+%s
 xmpp_listener {
   AuthPlainParameters = [ uri = %q ]
   Listen "127.0.0.1:%d" { allow_plain_without_tls = true }
 }
 xmpp_cluster {
   node_name = %q
-  embedded_nats = true
-  nats_listen = "127.0.0.1:%d"
-  nats_cluster_listen = "127.0.0.1:%d"
-  nats_routes = ( %s )
-  replicas = 3
+  %s
+  replicas = %d
   lease_ttl = 15
   lease_renew = 1
   fence_after = 13
   anti_entropy_interval = 5
   node_loss_grace = 1
 }
-`, pg, domain, "file://"+passwd, n.xmpp, n.name, n.nats, n.route, strings.Join(routes, " "))
+`, pg, spec.domains, "file://"+passwd, n.xmpp, n.name, spec.nats(i, nodes), spec.replicas)
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -219,7 +259,6 @@ xmpp_cluster {
 		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		n.clientURL = fmt.Sprintf("nats://127.0.0.1:%d", n.nats)
 		n.cmd = exec.Command(serverBin, "serve", "--config", cfg, "--data", filepath.Join(n.dir, "data"))
 		n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
 		if err := n.cmd.Start(); err != nil {
@@ -227,8 +266,13 @@ xmpp_cluster {
 		}
 		go func(n *node) { _ = n.cmd.Wait(); close(n.exited) }(n)
 		t.Cleanup(n.stop)
+		if i+1 == spec.waitFirst {
+			for _, f := range nodes[:i+1] {
+				f.waitReady()
+			}
+		}
 	}
-	for _, n := range nodes {
+	for _, n := range nodes[max(spec.waitFirst, 0):] {
 		n.waitReady()
 	}
 	return nodes

@@ -23,77 +23,12 @@ const mucDomain = "conference." + domain
 // startMUCCluster is startCluster with a MUC service on conference.localhost.
 func startMUCCluster(t *testing.T, pg string, users map[string]string) []*node {
 	t.Helper()
-	dir := t.TempDir()
-	passwd := filepath.Join(dir, "passwd")
-	var pw strings.Builder
-	for u, p := range users {
-		fmt.Fprintf(&pw, "%s:%s\n", u, p)
-	}
-	if err := os.WriteFile(passwd, []byte(pw.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	nodes := make([]*node, 3)
-	for i := range nodes {
-		nodes[i] = &node{t: t, name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			xmpp: freePort(t), nats: freePort(t), route: freePort(t), out: &syncBuffer{}, exited: make(chan struct{})}
-	}
-	for _, n := range nodes {
-		var routes []string
-		for _, o := range nodes {
-			if o != n {
-				routes = append(routes, fmt.Sprintf("%q", fmt.Sprintf("nats://127.0.0.1:%d", o.route)))
-			}
-		}
-		conf := fmt.Sprintf(`xmpp {
-  debug_level = "INFO"
-  storage = "pg"
-  max_offline_messages = 0
-}
-Datasource "pg" { uri = ( %q ) }
-domain "#xmpp#%s" { XMPP_Role = "server" }
+	return startClusterSpec(t, pg, users, clusterSpec{domains: fmt.Sprintf(`domain "#xmpp#%s" { XMPP_Role = "server" }
 domain "#xmpp#%s" {
   XMPP_Role = "server"
   XMPP_Service = "muc"
   MUC_Room_Creation = "local"
-}
-xmpp_listener {
-  AuthPlainParameters = [ uri = %q ]
-  Listen "127.0.0.1:%d" { allow_plain_without_tls = true }
-}
-xmpp_cluster {
-  node_name = %q
-  embedded_nats = true
-  nats_listen = "127.0.0.1:%d"
-  nats_cluster_listen = "127.0.0.1:%d"
-  nats_routes = ( %s )
-  replicas = 3
-  lease_ttl = 15
-  lease_renew = 1
-  fence_after = 13
-  anti_entropy_interval = 5
-  node_loss_grace = 1
-}
-`, pg, domain, mucDomain, "file://"+passwd, n.xmpp, n.name, n.nats, n.route, strings.Join(routes, " "))
-		if err := os.MkdirAll(n.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		cfg := filepath.Join(n.dir, "impetus.conf")
-		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		n.clientURL = fmt.Sprintf("nats://127.0.0.1:%d", n.nats)
-		n.cmd = exec.Command(serverBin, "serve", "--config", cfg, "--data", filepath.Join(n.dir, "data"))
-		n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
-		if err := n.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func(n *node) { _ = n.cmd.Wait(); close(n.exited) }(n)
-		t.Cleanup(n.stop)
-	}
-	for _, n := range nodes {
-		n.waitReady()
-	}
-	return nodes
+}`, domain, mucDomain)})
 }
 
 // roomOwner reads the node owning a room from the rooms bucket, through a node's NATS.

@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -82,78 +79,29 @@ func (p *tcpProxy) setCut(cut bool) {
 // can cut n3 off NATS while every process keeps running.
 func startPartitionable(t *testing.T, pg string, users map[string]string) ([]*node, *tcpProxy) {
 	t.Helper()
-	dir := t.TempDir()
-	passwd := filepath.Join(dir, "passwd")
-	var pw strings.Builder
-	for u, p := range users {
-		fmt.Fprintf(&pw, "%s:%s\n", u, p)
-	}
-	if err := os.WriteFile(passwd, []byte(pw.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	nodes := make([]*node, 3)
-	for i := range nodes {
-		nodes[i] = &node{t: t, name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			xmpp: freePort(t), nats: freePort(t), route: freePort(t), out: &syncBuffer{}, exited: make(chan struct{})}
-	}
-	proxy := newProxy(t, fmt.Sprintf("127.0.0.1:%d", nodes[0].nats))
-	for i, n := range nodes {
-		var natsConf string
-		if i < 2 {
-			other := nodes[1-i]
-			natsConf = fmt.Sprintf(`embedded_nats = true
+	var proxy *tcpProxy
+	nodes := startClusterSpec(t, pg, users, clusterSpec{
+		replicas: 1,
+		// n3 connects to n1's NATS, which serves once n1 and n2 formed their cluster.
+		waitFirst: 2,
+		prepare: func(nodes []*node) {
+			proxy = newProxy(t, fmt.Sprintf("127.0.0.1:%d", nodes[0].nats))
+		},
+		nats: func(i int, nodes []*node) string {
+			n := nodes[i]
+			if i < 2 {
+				other := nodes[1-i]
+				n.clientURL = fmt.Sprintf("nats://127.0.0.1:%d", n.nats)
+				return fmt.Sprintf(`embedded_nats = true
   nats_listen = "127.0.0.1:%d"
   nats_cluster_listen = "127.0.0.1:%d"
   nats_routes = ( "nats://127.0.0.1:%d" )`, n.nats, n.route, other.route)
-			n.clientURL = fmt.Sprintf("nats://127.0.0.1:%d", n.nats)
-		} else {
-			natsConf = fmt.Sprintf(`nats_urls = ( "nats://%s" )
-  nats_discover = false`, proxy.addr())
+			}
 			n.clientURL = nodes[0].clientURL
-		}
-		conf := fmt.Sprintf(`xmpp {
-  debug_level = "INFO"
-  storage = "pg"
-  max_offline_messages = 0
-}
-Datasource "pg" { uri = ( %q ) }
-domain "#xmpp#%s" { XMPP_Role = "server" }
-xmpp_listener {
-  AuthPlainParameters = [ uri = %q ]
-  Listen "127.0.0.1:%d" { allow_plain_without_tls = true }
-}
-xmpp_cluster {
-  node_name = %q
-  %s
-  replicas = 1
-  lease_ttl = 15
-  lease_renew = 1
-  fence_after = 13
-  anti_entropy_interval = 5
-  node_loss_grace = 1
-}
-`, pg, domain, "file://"+passwd, n.xmpp, n.name, natsConf)
-		if err := os.MkdirAll(n.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		cfg := filepath.Join(n.dir, "impetus.conf")
-		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		n.cmd = exec.Command(serverBin, "serve", "--config", cfg, "--data", filepath.Join(n.dir, "data"))
-		n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
-		if err := n.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func(n *node) { _ = n.cmd.Wait(); close(n.exited) }(n)
-		t.Cleanup(n.stop)
-		if i == 1 {
-			// n3 connects to n1's NATS, which serves once n1 and n2 formed their cluster.
-			nodes[0].waitReady()
-			nodes[1].waitReady()
-		}
-	}
-	nodes[2].waitReady()
+			return fmt.Sprintf(`nats_urls = ( "nats://%s" )
+  nats_discover = false`, proxy.addr())
+		},
+	})
 	return nodes, proxy
 }
 
