@@ -562,6 +562,12 @@ func (l *Listener) Wait(timeout time.Duration) {
 			c.Close()
 		}
 		l.mu.Unlock()
-		<-done
+		select {
+		case <-done:
+		case <-time.After(timeout):
+			// A handler that detached its connection (listener.Detach) and was never told
+			// that it closed would otherwise hold the shutdown forever.
+			l.spec.Log.Error("listener: connections still not ended after they were closed", "address", l.spec.Address)
+		}
 	}
 }
