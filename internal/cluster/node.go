@@ -412,6 +412,10 @@ func (n *Node) trimPresence(el *stanza.Element) string {
 			small.AddChild(c.Copy())
 		}
 	}
+	// Other nodes read the entity capabilities (XEP-0115) from here for PEP notifications.
+	if c := el.Child("http://jabber.org/protocol/caps", "c"); c != nil {
+		small.AddChild(c.Copy())
+	}
 	return string(small.AppendXML(nil, stanza.NSClient))
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"impetus/internal/config"
 	"impetus/internal/module"
+	"impetus/internal/router"
 	"impetus/internal/stanza"
 )
 
@@ -193,6 +194,45 @@ func (c *Caps) Features(full jid.JID) []string {
 		return nil
 	}
 	return c.versions[k]
+}
+
+// FeaturesOf is Features for a session, which in a cluster may be on another node: this node
+// never saw that session's presence, so its caps are read from the presence its node keeps in
+// the session registry (LastPresence) and resolved through the same verified cache. A pair
+// new here is queried with disco#info as for a presence received, and known from the answer on.
+func (c *Caps) FeaturesOf(ctx context.Context, s router.Session) []string {
+	r, remote := s.(interface {
+		Node() string
+		LastPresence() *stanza.Element
+	})
+	if !remote {
+		return c.Features(s.JID())
+	}
+	pres := r.LastPresence()
+	if pres == nil {
+		return nil
+	}
+	el := pres.Child(NS, "c")
+	if el == nil {
+		return nil
+	}
+	k := key{el.Attr("hash"), el.Attr("ver")}
+	if k.hash == "" || k.ver == "" || !Supported(k.hash) {
+		return nil
+	}
+	c.mu.Lock()
+	features, cached := c.versions[k]
+	var q *stanza.Element
+	if !cached {
+		q = c.ask(k, el.Attr("node"), s.JID())
+	}
+	c.mu.Unlock()
+	if q != nil {
+		if err := c.h.Send(ctx, q); err != nil {
+			c.h.Log.Debug("caps: query not routable", "to", s.JID().String(), "err", err)
+		}
+	}
+	return features
 }
 
 // Has reports whether the entity at full announced feature.

@@ -214,3 +214,44 @@ func TestClientCapsMismatchNotCached(t *testing.T) {
 }
 
 var _ module.Module = (*caps.Caps)(nil)
+
+// remoteSession stands for a session on another node of a cluster: this node never saw its
+// presence, only the copy its node registered.
+type remoteSession struct {
+	*rostertest.Session
+	pres *stanza.Element
+}
+
+func (remoteSession) Node() string                    { return "n2" }
+func (r remoteSession) LastPresence() *stanza.Element { return r.pres }
+
+func TestFeaturesOfSessionOnAnotherNode(t *testing.T) {
+	srv, c := server(t)
+	far := srv.Connect("alice@example.com/far")
+	srv.Router.Unbind(far)
+	pres := parse(t, `<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='http://code.google.com/p/exodus' ver='QgayPKawpkPSDYmwT/WM94uAlu0='/></presence>`)
+	remote := remoteSession{Session: far, pres: pres}
+	srv.Router.Bind(remote)
+	ctx := context.Background()
+	if f := c.FeaturesOf(ctx, remote); f != nil {
+		t.Fatalf("features before the query was answered: %v", f)
+	}
+	var query *stanza.Element
+	for _, el := range far.Elements() {
+		if el.Local == "iq" {
+			query = el
+		}
+	}
+	if query == nil {
+		t.Fatal("no disco#info query sent to the session on the other node")
+	}
+	far.Input(`<iq type='result' to='example.com' id='` + query.Attr("id") + `'>` + simple + `</iq>`)
+	f := c.FeaturesOf(ctx, remote)
+	if len(f) != 4 {
+		t.Fatalf("features from the registered presence = %v", f)
+	}
+	// A remote session without caps in its presence has none.
+	if f := c.FeaturesOf(ctx, remoteSession{Session: far, pres: parse(t, `<presence/>`)}); f != nil {
+		t.Fatalf("features without caps = %v", f)
+	}
+}

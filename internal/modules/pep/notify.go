@@ -42,6 +42,48 @@ func (p *Pep) wants(full jid.JID, node string, own bool) bool {
 	return slices.Contains(p.Caps.Features(full), node+"+notify")
 }
 
+// wantsSession is wants for a session, which in a cluster may be on another node, whose caps
+// the caps module reads from the session registry (caps.FeaturesOf).
+func (p *Pep) wantsSession(ctx context.Context, s router.Session, node string, own bool) bool {
+	if f, ok := p.Caps.(interface {
+		FeaturesOf(context.Context, router.Session) []string
+	}); ok {
+		return slices.Contains(f.FeaturesOf(ctx, s), node+"+notify")
+	}
+	return p.wants(s.JID(), node, own)
+}
+
+// remoteContacts returns the available resources on other nodes of a cluster of the owner's
+// contacts who receive the owner's presence (subscription from or both). Their presence never
+// passed through this node, so presenceToOwner could not track them; single nodes have none.
+func (p *Pep) remoteContacts(ctx context.Context, owner jid.JID) []router.Session {
+	if _, clustered := p.h.Router.(interface{ Name() string }); !clustered {
+		return nil
+	}
+	items, _, err := p.r.Store().All(ctx, owner.String())
+	if err != nil {
+		p.h.Log.Warn("pep: reading the roster for notifications", "owner", owner.String(), "err", err)
+		return nil
+	}
+	var out []router.Session
+	for i := range items {
+		it := &items[i]
+		if !it.HasFrom() {
+			continue
+		}
+		bare, err := jid.Parse(it.JID)
+		if err != nil || bare.Localpart() == "" {
+			continue
+		}
+		for _, s := range p.h.Router.Sessions(bare) {
+			if _, remote := s.(interface{ Node() string }); remote && s.Available() {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
 // blocked reports whether owner blocks the entity at to (XEP-0163 §4.3.3: no notifications to
 // an entity the owner blocks, XEP-0191).
 func (p *Pep) blocked(ctx context.Context, owner, to jid.JID) bool {
@@ -139,6 +181,13 @@ func (p *Pep) recipients(ctx context.Context, owner jid.JID, node string, cfg *C
 			interested[full.Bare().String()] = append(interested[full.Bare().String()], full)
 		}
 	}
+	for _, s := range p.remoteContacts(ctx, owner) {
+		full := s.JID()
+		if admits(full.Bare()) && p.wantsSession(ctx, s, node, false) && !p.blocked(ctx, owner, full) {
+			add(full)
+			interested[full.Bare().String()] = append(interested[full.Bare().String()], full)
+		}
+	}
 	for _, s := range subs {
 		sj, err := jid.Parse(s)
 		if err != nil || sj.Bare().Equal(owner) || !admits(sj.Bare()) {
@@ -165,7 +214,7 @@ func (p *Pep) notify(ctx context.Context, owner jid.JID, node string, cfg *Confi
 			stanza.NewElement(NSAddress, "address", stanza.Attr{Name: "type", Value: "replyto"}, stanza.Attr{Name: "jid", Value: publisher.String()}))
 	}
 	for _, s := range p.h.Router.Sessions(owner) {
-		if s.Available() && s.Priority() >= 0 && p.wants(s.JID(), node, true) {
+		if s.Available() && s.Priority() >= 0 && p.wantsSession(ctx, s, node, true) {
 			p.send(ctx, message(owner, s.JID(), ev, replyto))
 		}
 	}
