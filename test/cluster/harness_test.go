@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -383,6 +384,9 @@ type client struct {
 
 	pending []*element
 	seq     int
+	// discoInfo, when set, is the payload of the answer to disco#info requests (the XEP-0115
+	// caps queries a server sends); other requests get an empty result.
+	discoInfo atomic.Pointer[string]
 }
 
 func login(t *testing.T, n *node, user, pass, resource string) *client {
@@ -470,7 +474,12 @@ func (c *client) read() {
 			if f := e.attr("from"); f != "" {
 				to = fmt.Sprintf(" to='%s'", xmlEscape(f))
 			}
-			c.send(fmt.Sprintf(`<iq type='result' id='%s'%s/>`, xmlEscape(e.attr("id")), to))
+			if q := e.child("query"); q != nil && q.XMLName.Space == "http://jabber.org/protocol/disco#info" && c.discoInfo.Load() != nil {
+				c.send(fmt.Sprintf(`<iq type='result' id='%s'%s><query xmlns='http://jabber.org/protocol/disco#info' node='%s'>%s</query></iq>`,
+					xmlEscape(e.attr("id")), to, xmlEscape(q.attr("node")), *c.discoInfo.Load()))
+			} else {
+				c.send(fmt.Sprintf(`<iq type='result' id='%s'%s/>`, xmlEscape(e.attr("id")), to))
+			}
 		}
 		c.in <- e
 	}

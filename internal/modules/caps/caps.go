@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,10 +21,15 @@ import (
 	"impetus/internal/module"
 	"impetus/internal/router"
 	"impetus/internal/stanza"
+	"impetus/internal/storage"
 )
 
 // Node is the software URI the server puts in its own caps (XEP-0115 §4).
 const Node = "urn:impetus:server"
+
+// VerifiedStore is the storage of verified (hash, ver) pairs: "hash ver" → features, one per
+// line. A pair's features never change (the ver is their hash), so entries are never updated.
+const VerifiedStore = "caps"
 
 // Defaults of the caps scope.
 const (
@@ -83,7 +89,10 @@ type Caps struct {
 	entities map[string]key      // full JID → announced caps
 	pending  map[string]*pending // query id → query
 	asking   map[key]string      // (hash, ver) → id of the query resolving it
-	known    []func(ctx context.Context, full jid.JID, features []string)
+	// shared keeps verified (hash, ver) pairs in the server's storage, where the other nodes
+	// of a cluster find the caps of sessions whose presence only their own node saw.
+	shared storage.KV
+	known  []func(ctx context.Context, full jid.JID, features []string)
 }
 
 // New returns a module with the default limits.
@@ -132,6 +141,9 @@ func (c *Caps) Provision(h *module.Host) error {
 	c.entities = make(map[string]key)
 	c.pending = make(map[string]*pending)
 	c.asking = make(map[key]string)
+	if h.Storage != nil {
+		c.shared = h.Storage.KV(VerifiedStore)
+	}
 	h.AddFeature(NS)
 	c.selfEl = stanza.NewElement(NS, "c", stanza.Attr{Name: "hash", Value: "sha-1"}, stanza.Attr{Name: "node", Value: Node})
 	h.AddStreamFeature(c.selfEl)
@@ -198,8 +210,8 @@ func (c *Caps) Features(full jid.JID) []string {
 
 // FeaturesOf is Features for a session, which in a cluster may be on another node: this node
 // never saw that session's presence, so its caps are read from the presence its node keeps in
-// the session registry (LastPresence) and resolved through the same verified cache. A pair
-// new here is queried with disco#info as for a presence received, and known from the answer on.
+// the session registry (LastPresence) and resolved through the verified pairs, those of this
+// node or, failing that, those its node verified and stored (VerifiedStore).
 func (c *Caps) FeaturesOf(ctx context.Context, s router.Session) []string {
 	r, remote := s.(interface {
 		Node() string
@@ -222,16 +234,20 @@ func (c *Caps) FeaturesOf(ctx context.Context, s router.Session) []string {
 	}
 	c.mu.Lock()
 	features, cached := c.versions[k]
-	var q *stanza.Element
-	if !cached {
-		q = c.ask(k, el.Attr("node"), s.JID())
-	}
 	c.mu.Unlock()
-	if q != nil {
-		if err := c.h.Send(ctx, q); err != nil {
-			c.h.Log.Debug("caps: query not routable", "to", s.JID().String(), "err", err)
-		}
+	if cached || c.shared == nil {
+		return features
 	}
+	// The session's own node verified the pair when its presence arrived there; an answer to a
+	// query from this node would reach that node, not this one.
+	b, err := c.shared.Get(ctx, k.hash+" "+k.ver)
+	if err != nil {
+		return nil
+	}
+	features = strings.Split(string(b), "\n")
+	c.mu.Lock()
+	c.addVersionLocked(k, features)
+	c.mu.Unlock()
 	return features
 }
 
@@ -374,15 +390,13 @@ func (c *Caps) result(ctx context.Context, st *module.Stanza) (module.Verdict, e
 	}
 	features := slices.Clone(info.Features)
 	slices.Sort(features)
-	c.mu.Lock()
-	if _, ok := c.versions[p.key]; !ok {
-		if c.MaxVersions > 0 && len(c.order) >= c.MaxVersions {
-			delete(c.versions, c.order[0])
-			c.order = c.order[1:]
+	if c.shared != nil {
+		if err := c.shared.Set(ctx, p.key.hash+" "+p.key.ver, []byte(strings.Join(features, "\n"))); err != nil {
+			c.h.Log.Debug("caps: storing verified caps", "err", err)
 		}
-		c.versions[p.key] = features
-		c.order = append(c.order, p.key)
 	}
+	c.mu.Lock()
+	c.addVersionLocked(p.key, features)
 	// Every entity that announced the same caps learns its features now.
 	var waiting []jid.JID
 	if len(c.known) > 0 {
@@ -399,6 +413,20 @@ func (c *Caps) result(ctx context.Context, st *module.Stanza) (module.Verdict, e
 		c.notify(ctx, j, features)
 	}
 	return module.Handled, nil
+}
+
+// addVersionLocked caches verified features, evicting the oldest pair beyond MaxVersions.
+// c.mu is held.
+func (c *Caps) addVersionLocked(k key, features []string) {
+	if _, ok := c.versions[k]; ok {
+		return
+	}
+	if c.MaxVersions > 0 && len(c.order) >= c.MaxVersions {
+		delete(c.versions, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.versions[k] = features
+	c.order = append(c.order, k)
 }
 
 func (c *Caps) notify(ctx context.Context, full jid.JID, features []string) {

@@ -2,6 +2,7 @@ package caps_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -226,32 +227,50 @@ func (remoteSession) Node() string                    { return "n2" }
 func (r remoteSession) LastPresence() *stanza.Element { return r.pres }
 
 func TestFeaturesOfSessionOnAnotherNode(t *testing.T) {
-	srv, c := server(t)
-	far := srv.Connect("alice@example.com/far")
-	srv.Router.Unbind(far)
-	pres := parse(t, `<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='http://code.google.com/p/exodus' ver='QgayPKawpkPSDYmwT/WM94uAlu0='/></presence>`)
-	remote := remoteSession{Session: far, pres: pres}
-	srv.Router.Bind(remote)
-	ctx := context.Background()
-	if f := c.FeaturesOf(ctx, remote); f != nil {
-		t.Fatalf("features before the query was answered: %v", f)
+	// Two nodes of a cluster share the storage: node 1 serves alice's phone, node 2 publishes.
+	shared := memory.New()
+	node := func() (*rostertest.Server, *caps.Caps) {
+		srv := rostertest.New(t, shared, rostertest.Config{}, "example.com")
+		h := srv.Hosts["example.com"]
+		c := caps.New()
+		if err := c.Provision(h); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Provision(nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Stop() })
+		return srv, c
 	}
+	srv1, _ := node()
+	srv2, c2 := node()
+	presXML := `<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='http://code.google.com/p/exodus' ver='QgayPKawpkPSDYmwT/WM94uAlu0='/></presence>`
+	phone := srv1.Connect("alice@example.com/phone")
+	// On node 2 the phone is a proxy with the presence node 1 registered.
+	far := srv2.Connect("alice@example.com/phone")
+	srv2.Router.Unbind(far)
+	remote := remoteSession{Session: far, pres: parse(t, presXML)}
+	ctx := context.Background()
+	if f := c2.FeaturesOf(ctx, remote); f != nil {
+		t.Fatalf("features before any node verified them: %v", f)
+	}
+	// Node 1 verifies the phone's caps when its presence arrives.
+	phone.Input(presXML)
 	var query *stanza.Element
-	for _, el := range far.Elements() {
+	for _, el := range phone.Elements() {
 		if el.Local == "iq" {
 			query = el
 		}
 	}
 	if query == nil {
-		t.Fatal("no disco#info query sent to the session on the other node")
+		t.Fatal("node 1 sent no disco#info query")
 	}
-	far.Input(`<iq type='result' to='example.com' id='` + query.Attr("id") + `'>` + simple + `</iq>`)
-	f := c.FeaturesOf(ctx, remote)
-	if len(f) != 4 {
-		t.Fatalf("features from the registered presence = %v", f)
+	phone.Input(`<iq type='result' to='example.com' id='` + query.Attr("id") + `'>` + simple + `</iq>`)
+	if f := c2.FeaturesOf(ctx, remote); len(f) != 4 || !slices.Contains(f, "http://jabber.org/protocol/muc") {
+		t.Fatalf("features node 2 read for the phone = %v", f)
 	}
 	// A remote session without caps in its presence has none.
-	if f := c.FeaturesOf(ctx, remoteSession{Session: far, pres: parse(t, `<presence/>`)}); f != nil {
+	if f := c2.FeaturesOf(ctx, remoteSession{Session: far, pres: parse(t, `<presence/>`)}); f != nil {
 		t.Fatalf("features without caps = %v", f)
 	}
 }
