@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -29,34 +28,24 @@ func subscribe(t *testing.T, a, b *client) {
 // registryNodes lists the node named by each registry entry, read through a node's NATS.
 func registryNodes(t *testing.T, natsURL string) map[string]string {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, "impetus_sessions")
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]string{}
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k := range lister.Keys() {
-		e, err := kv.Get(ctx, k)
+	inBucket(t, natsURL, "impetus_sessions", func(ctx context.Context, kv jetstream.KeyValue) {
+		lister, err := kv.ListKeys(ctx)
 		if err != nil {
-			continue
+			t.Fatal(err)
 		}
-		var v struct {
-			Node string `json:"n"`
+		for k := range lister.Keys() {
+			e, err := kv.Get(ctx, k)
+			if err != nil {
+				continue
+			}
+			var v struct {
+				Node string `json:"n"`
+			}
+			_ = json.Unmarshal(e.Value(), &v)
+			out[k] = v.Node
 		}
-		_ = json.Unmarshal(e.Value(), &v)
-		out[k] = v.Node
-	}
+	})
 	return out
 }
 

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"impetus/internal/s2s"
@@ -406,23 +405,15 @@ func verifyOn(t *testing.T, n *node, local, id, key string) string {
 // clusterSecret reads the dialback secret the nodes share through NATS.
 func clusterSecret(t *testing.T, natsURL string) []byte {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, "impetus_s2s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, "dialback_secret")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e.Value()
+	var secret []byte
+	inBucket(t, natsURL, "impetus_s2s", func(ctx context.Context, kv jetstream.KeyValue) {
+		e, err := kv.Get(ctx, "dialback_secret")
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret = e.Value()
+	})
+	return secret
 }
 
 // TestFederationOneStreamPerPair runs three nodes and Prosody: users on every node write to a

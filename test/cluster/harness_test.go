@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Bounds of the waits; conditions are awaited, never timed.
@@ -598,4 +600,23 @@ func isStreamError(cond string) func(*element) bool {
 	return func(e *element) bool {
 		return e.XMLName.Local == "error" && e.child(cond) != nil && e.attr("type") == ""
 	}
+}
+
+// inBucket runs fn on a JetStream key-value bucket of the cluster, opened through a node's NATS,
+// for a test that checks what the nodes stored there.
+func inBucket(t *testing.T, natsURL, name string, fn func(ctx context.Context, kv jetstream.KeyValue)) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, name)
+	if err != nil {
+		t.Fatalf("bucket %s: %v", name, err)
+	}
+	fn(ctx, kv)
 }

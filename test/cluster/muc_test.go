@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -34,26 +33,16 @@ domain "#xmpp#%s" {
 // roomOwner reads the node owning a room from the rooms bucket, through a node's NATS.
 func roomOwner(t *testing.T, natsURL, room string) string {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, "impetus_rooms")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, "r."+base64.RawURLEncoding.EncodeToString([]byte(room)))
-	if err != nil {
-		t.Fatalf("reading the owner of %s: %v", room, err)
-	}
 	var v struct {
 		Node string `json:"n"`
 	}
-	_ = json.Unmarshal(e.Value(), &v)
+	inBucket(t, natsURL, "impetus_rooms", func(ctx context.Context, kv jetstream.KeyValue) {
+		e, err := kv.Get(ctx, "r."+base64.RawURLEncoding.EncodeToString([]byte(room)))
+		if err != nil {
+			t.Fatalf("reading the owner of %s: %v", room, err)
+		}
+		_ = json.Unmarshal(e.Value(), &v)
+	})
 	return v.Node
 }
 
