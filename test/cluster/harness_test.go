@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -619,4 +621,36 @@ func inBucket(t *testing.T, natsURL, name string, fn func(ctx context.Context, k
 		t.Fatalf("bucket %s: %v", name, err)
 	}
 	fn(ctx, kv)
+}
+
+// runSlix runs a scenario of a slixmpp script in test/slix against two nodes (alice on n1,
+// bob on n2) and decodes the JSON object on its last line of output into res, failing the test
+// unless it reports "ok". Extra arguments follow the common ones.
+func runSlix(t *testing.T, script, scenario string, n1, n2 *node, res any, extra ...string) {
+	t.Helper()
+	const python = "/usr/bin/python3"
+	if out, err := exec.Command(python, "-c", "import slixmpp").CombinedOutput(); err != nil {
+		t.Skipf("%s cannot import slixmpp (run scripts/test-deps.sh): %v\n%s", python, err, out)
+	}
+	_, file, _, _ := runtime.Caller(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	args := append([]string{filepath.Join(filepath.Dir(file), "..", "slix", script), scenario, "--host", "127.0.0.1",
+		"--port", fmt.Sprint(n1.xmpp), "--port2", fmt.Sprint(n2.xmpp),
+		"--cert", filepath.Join(n1.dir, "data", "tls", "selfsigned.crt"),
+		"--jid", "alice@" + domain, "--password", "pw", "--peer-jid", "bob@" + domain, "--peer-password", "pw"}, extra...)
+	cmd := exec.CommandContext(ctx, python, args...)
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var status struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	last := []byte(lines[len(lines)-1])
+	if err := json.Unmarshal(last, &status); err != nil || !status.OK || json.Unmarshal(last, res) != nil {
+		t.Fatalf("slixmpp %s %s: %v %+v\nstdout:\n%s\nlog:\n%s", script, scenario, err, status, stdout.String(), stderr.String())
+	}
 }

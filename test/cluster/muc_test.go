@@ -5,14 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -182,30 +177,11 @@ func TestMUCAcrossNodesAndFailover(t *testing.T) {
 // TestSlixmppMUCAcrossNodes has a third-party client, slixmpp's XEP-0045 plugin, use one room
 // from two nodes: the creator on one, another occupant on the next.
 func TestSlixmppMUCAcrossNodes(t *testing.T) {
-	const python = "/usr/bin/python3"
-	if out, err := exec.Command(python, "-c", "import slixmpp").CombinedOutput(); err != nil {
-		t.Skipf("%s cannot import slixmpp (run scripts/test-deps.sh): %v\n%s", python, err, out)
-	}
 	pg := pgSchemaURL(t)
 	nodes := startMUCCluster(t, pg, map[string]string{"alice": "pw", "bob": "pw"})
 	n1, n2 := nodes[0], nodes[1]
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "slix", "cluster_muc.py")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
 	room := "slix@" + mucDomain
-	cmd := exec.CommandContext(ctx, python, script, "across_nodes", "--host", "127.0.0.1",
-		"--port", fmt.Sprint(n1.xmpp), "--port2", fmt.Sprint(n2.xmpp), "--room", room,
-		"--cert", filepath.Join(n1.dir, "data", "tls", "selfsigned.crt"),
-		"--jid", "alice@"+domain, "--password", "pw", "--peer-jid", "bob@"+domain, "--peer-password", "pw")
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	_ = cmd.Run()
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	var res struct {
-		OK          bool     `json:"ok"`
-		Error       string   `json:"error"`
 		CreateCodes []int    `json:"create_codes"`
 		BobCodes    []int    `json:"bob_codes"`
 		BobSees     []string `json:"bob_sees"`
@@ -215,9 +191,7 @@ func TestSlixmppMUCAcrossNodes(t *testing.T) {
 		BobSubject  string   `json:"bob_subject"`
 		RoomName    string   `json:"room_name"`
 	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil || !res.OK {
-		t.Fatalf("slixmpp: %v %+v\nstdout:\n%s\nlog:\n%s", err, res, stdout.String(), stderr.String())
-	}
+	runSlix(t, "cluster_muc.py", "across_nodes", n1, n2, &res, "--room", room)
 	if !slices.Contains(res.CreateCodes, 201) || !slices.Contains(res.BobCodes, 110) || !slices.Contains(res.BobSees, "Alice") ||
 		res.AliceSees != "Bob" || res.AliceGot != "from the second node" || res.BobGot != "from the first node" ||
 		res.BobSubject != "across" || res.RoomName != "Cluster Room" {

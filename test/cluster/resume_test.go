@@ -2,16 +2,10 @@ package cluster
 
 import (
 	"bufio"
-	"context"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -268,38 +262,17 @@ func chatEventually(t *testing.T, from, to *client, addr, body string, bound tim
 // TestSlixmppResumeOnAnotherNode has a third-party client, slixmpp's XEP-0198 plugin,
 // resume its session on another node than the one that issued its resumption id.
 func TestSlixmppResumeOnAnotherNode(t *testing.T) {
-	const python = "/usr/bin/python3"
-	if out, err := exec.Command(python, "-c", "import slixmpp").CombinedOutput(); err != nil {
-		t.Skipf("%s cannot import slixmpp (run scripts/test-deps.sh): %v\n%s", python, err, out)
-	}
 	pg := pgSchemaURL(t)
 	nodes := startCluster(t, pg, map[string]string{"alice": "pw", "bob": "pw"})
 	n1, n2 := nodes[0], nodes[1]
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "slix", "cluster_sm.py")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, python, script, "resume_elsewhere", "--host", "127.0.0.1",
-		"--port", fmt.Sprint(n1.xmpp), "--port2", fmt.Sprint(n2.xmpp),
-		"--cert", filepath.Join(n1.dir, "data", "tls", "selfsigned.crt"),
-		"--jid", "alice@"+domain, "--password", "pw", "--peer-jid", "bob@"+domain, "--peer-password", "pw")
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	_ = cmd.Run()
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	var res struct {
-		OK      bool   `json:"ok"`
-		Error   string `json:"error"`
 		ID      string `json:"id"`
 		Before  string `json:"before"`
 		After   string `json:"after"`
 		BobGot  string `json:"bob_got"`
 		Resumed any    `json:"resumed_h"`
 	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil || !res.OK {
-		t.Fatalf("slixmpp: %v %+v\nstdout:\n%s\nlog:\n%s", err, res, stdout.String(), stderr.String())
-	}
+	runSlix(t, "cluster_sm.py", "resume_elsewhere", n1, n2, &res)
 	if !strings.HasSuffix(res.ID, "."+n1.name) || res.Before != "before" || res.After != "while away" || res.BobGot != "back" {
 		t.Fatalf("slixmpp resumption on another node: %+v", res)
 	}

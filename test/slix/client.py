@@ -164,6 +164,18 @@ class Client(slixmpp.ClientXMPP):
             self.abort()
 
 
+def event_future(client, name):
+    """A future resolved with the first event `name` the client raises from now on."""
+    fut = asyncio.get_running_loop().create_future()
+
+    def handler(ev):
+        if not fut.done():
+            fut.set_result(ev)
+
+    client.add_event_handler(name, handler)
+    return fut
+
+
 def iq_error(e):
     """Report an IqError as the Go tests expect it: "error:<condition>"."""
     return "error:%s" % e.iq["error"]["condition"]

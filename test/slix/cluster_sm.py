@@ -10,18 +10,7 @@ Scenarios (one JSON object on the last line of standard output):
 
 import asyncio
 
-from client import STEP_TIMEOUT, Client, run_scenario, scenario_parser
-
-
-def event_future(client, name):
-    fut = asyncio.get_running_loop().create_future()
-
-    def handler(ev):
-        if not fut.done():
-            fut.set_result(ev)
-
-    client.add_event_handler(name, handler)
-    return fut
+from client import STEP_TIMEOUT, Client, event_future, run_scenario, scenario_parser
 
 
 async def scenario_resume_elsewhere(args, cert):

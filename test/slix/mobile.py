@@ -16,18 +16,7 @@ would trip the server's authentication throttle for the second client.
 import asyncio
 
 
-from client import STEP_TIMEOUT, Client, run_scenario, scenario_parser
-
-
-def event_future(client, name):
-    fut = asyncio.get_running_loop().create_future()
-
-    def handler(ev):
-        if not fut.done():
-            fut.set_result(ev)
-
-    client.add_event_handler(name, handler)
-    return fut
+from client import STEP_TIMEOUT, Client, event_future, run_scenario, scenario_parser
 
 
 async def scenario_sm(args, cert):
